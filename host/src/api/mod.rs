@@ -1,0 +1,86 @@
+//! HTTP in, HTTP out: the routers. No business rules here; handlers call the services.
+
+mod admin;
+pub mod error;
+mod openai;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::HeaderValue;
+
+use crate::auth::Sessions;
+use crate::config::{Settings, StorageMode};
+use crate::tokens::TokenPool;
+use crate::upstream::Forwarder;
+use error::ApiError;
+
+pub struct AppInner {
+    pub settings: Arc<Settings>,
+    pub forwarder: Forwarder,
+    pub tokens: Arc<TokenPool>,
+    pub sessions: Sessions,
+    pub storage_mode: StorageMode,
+    pub started: Instant,
+}
+
+/// Shared by every handler; cloning is one `Arc` bump.
+#[derive(Clone)]
+pub struct AppState(pub Arc<AppInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// The request id: the client's `X-Request-Id` when it sent a sane one, else a new UUID.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(openai::router(state.clone()))
+        .merge(admin::router(state.clone()))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "healthy",
+        "service": "grok2api",
+        "version": env!("CARGO_PKG_VERSION"),
+        "storage_mode": state.storage_mode.as_str(),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "tokens": state.tokens.len(),
+    }))
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::not_found(format!("no route for {} {}", req.method(), req.uri().path())).into_response()
+}

@@ -1,0 +1,602 @@
+//! Settings: the model, its defaults, loading `setting.toml`, environment overrides and validation.
+//!
+//! The file is compatible with Grok2API's `setting.toml` (`[global]` and `[grok]`). Keys of the original that
+//! mean nothing for an OpenAI-compatible upstream are accepted and ignored with one warning, so an existing file
+//! migrates unchanged. Anything else that is wrong stops start-up with the file, the key and the problem.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::secret::Secret;
+
+/// Keys of Grok2API's file that have no meaning here: accepted, ignored, warned about once.
+const IGNORED_GLOBAL_KEYS: &[&str] = &[
+    "base_url",
+    "image_mode",
+    "image_cache_max_size_mb",
+    "video_cache_max_size_mb",
+    "token_refresh_interval",
+    "token_refresh_scope",
+    "token_zero_expire_threshold",
+    "max_upload_concurrency",
+    "assumed_chat_quota_per_token",
+    "max_request_concurrency",
+    "batch_save_threshold",
+    "api_keys",
+];
+const IGNORED_GROK_KEYS: &[&str] = &[
+    "cache_proxy_url",
+    "cf_clearance",
+    "x_statsig_id",
+    "dynamic_statsig",
+    "filtered_tags",
+    "temporary",
+    "show_thinking",
+    "max_tls_retries",
+    "max_request_concurrency",
+];
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: key `{key}`: {problem}")]
+    Invalid {
+        origin: String,
+        key: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageMode {
+    File,
+    Redis,
+    Mysql,
+}
+
+impl StorageMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageMode::File => "file",
+            StorageMode::Redis => "redis",
+            StorageMode::Mysql => "mysql",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GlobalSettings {
+    pub host: String,
+    pub port: u16,
+    pub admin_username: String,
+    pub admin_password: Secret,
+    pub log_level: String,
+    /// `human` or `json`.
+    pub log_format: String,
+    pub log_max_count: usize,
+    pub log_flush_interval: f64,
+    pub log_models_calls: bool,
+    pub timezone: String,
+    /// Seconds between token-state saves when something changed.
+    pub batch_save_interval: f64,
+    /// Largest accepted request body on the OpenAI routes.
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace: f64,
+}
+
+impl Default for GlobalSettings {
+    fn default() -> Self {
+        GlobalSettings {
+            host: "0.0.0.0".into(),
+            port: 8000,
+            admin_username: "admin".into(),
+            admin_password: Secret::new("admin"),
+            log_level: "INFO".into(),
+            log_format: "human".into(),
+            log_max_count: 10_000,
+            log_flush_interval: 2.0,
+            log_models_calls: false,
+            timezone: "Asia/Shanghai".into(),
+            batch_save_interval: 1.0,
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_grace: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GrokSettings {
+    pub api_key: Secret,
+    pub base_url: String,
+    /// `Header-Name: value` with `{token}` where the pool credential goes.
+    pub auth_header: String,
+    pub super_models: Vec<String>,
+    pub proxy_url: String,
+    pub proxy_urls: Vec<String>,
+    pub proxy_pool_url: String,
+    pub proxy_pool_interval: u64,
+    /// Upstream statuses that make the gateway try another token (5xx always do).
+    pub retry_status_codes: Vec<u16>,
+    pub max_retries: u32,
+    pub stream_first_response_timeout: f64,
+    pub stream_chunk_timeout: f64,
+    pub stream_total_timeout: f64,
+    pub connect_timeout: f64,
+}
+
+impl Default for GrokSettings {
+    fn default() -> Self {
+        GrokSettings {
+            api_key: Secret::new(""),
+            base_url: "https://api.x.ai/v1".into(),
+            auth_header: "Authorization: Bearer {token}".into(),
+            super_models: vec!["grok-4-heavy".into()],
+            proxy_url: String::new(),
+            proxy_urls: Vec::new(),
+            proxy_pool_url: String::new(),
+            proxy_pool_interval: 300,
+            retry_status_codes: vec![401, 403, 429],
+            max_retries: 2,
+            stream_first_response_timeout: 30.0,
+            stream_chunk_timeout: 120.0,
+            stream_total_timeout: 600.0,
+            connect_timeout: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub global: GlobalSettings,
+    pub grok: GrokSettings,
+}
+
+/// Everything the process needs to start: settings plus what only the environment decides.
+#[derive(Debug, Clone)]
+pub struct Startup {
+    pub data_dir: PathBuf,
+    pub settings_path: PathBuf,
+    pub settings: Settings,
+    pub storage_mode: StorageMode,
+    pub database_url: Option<Secret>,
+    pub workers: Option<usize>,
+    /// Warnings found while loading; logged once logging is up.
+    pub warnings: Vec<String>,
+}
+
+/// The parsed form of `grok.auth_header`.
+#[derive(Debug, Clone)]
+pub struct AuthHeader {
+    pub name: http::HeaderName,
+    /// The value split at each `{token}`; the credential is joined back in between.
+    parts: Vec<String>,
+}
+
+impl AuthHeader {
+    pub fn parse(template: &str) -> Result<AuthHeader, String> {
+        let (name, value) = template
+            .split_once(':')
+            .ok_or_else(|| "expected `Header-Name: value with {token}`".to_string())?;
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("`{}` is not a valid header name", name.trim()))?;
+        let value = value.trim();
+        if !value.contains("{token}") {
+            return Err("the value must contain `{token}`".to_string());
+        }
+        Ok(AuthHeader {
+            name,
+            parts: value.split("{token}").map(str::to_string).collect(),
+        })
+    }
+
+    pub fn value(&self, token: &str) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
+        let mut hv = http::HeaderValue::from_str(&self.parts.join(token))?;
+        hv.set_sensitive(true);
+        Ok(hv)
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v.max(0.0))
+}
+
+impl GrokSettings {
+    pub fn first_response_timeout(&self) -> Duration {
+        secs(self.stream_first_response_timeout)
+    }
+    pub fn chunk_timeout(&self) -> Duration {
+        secs(self.stream_chunk_timeout)
+    }
+    /// `None` when the total timeout is switched off (0), as in Grok2API.
+    pub fn total_timeout(&self) -> Option<Duration> {
+        (self.stream_total_timeout > 0.0).then(|| secs(self.stream_total_timeout))
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        secs(self.connect_timeout)
+    }
+    pub fn is_super_model(&self, model: &str) -> bool {
+        self.super_models.iter().any(|m| m.eq_ignore_ascii_case(model))
+    }
+    pub fn base_url_trimmed(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
+}
+
+impl GlobalSettings {
+    pub fn batch_save_every(&self) -> Duration {
+        secs(self.batch_save_interval).max(Duration::from_millis(50))
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        secs(self.shutdown_grace)
+    }
+}
+
+impl Settings {
+    /// Parses a TOML document; `origin` names it in errors and warnings.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<(Settings, Vec<String>), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let mut warnings = Vec::new();
+        let mut ignored = Vec::new();
+        for (section, value) in &table {
+            let (known, legacy): (&[&str], &[&str]) = match section.as_str() {
+                "global" => (GLOBAL_KEYS, IGNORED_GLOBAL_KEYS),
+                "grok" => (GROK_KEYS, IGNORED_GROK_KEYS),
+                // Plugin tables and sections of later features are read by their own modules.
+                "plugins" | "proxy" | "storage" => continue,
+                other => {
+                    warnings.push(format!(
+                        "{}: unknown section [{other}] ignored",
+                        origin.display()
+                    ));
+                    continue;
+                }
+            };
+            let Some(keys) = value.as_table() else {
+                return Err(ConfigError::Invalid {
+                    origin: origin.display().to_string(),
+                    key: section.clone(),
+                    problem: "must be a table".into(),
+                });
+            };
+            for key in keys.keys() {
+                if legacy.contains(&key.as_str()) {
+                    ignored.push(format!("{section}.{key}"));
+                } else if !known.contains(&key.as_str()) {
+                    warnings.push(format!(
+                        "{}: unknown key `{section}.{key}` ignored",
+                        origin.display()
+                    ));
+                }
+            }
+        }
+        if !ignored.is_empty() {
+            warnings.push(format!(
+                "{}: keys of Grok2API that do not apply to an OpenAI-compatible upstream are ignored: {}",
+                origin.display(),
+                ignored.join(", ")
+            ));
+        }
+        let settings: Settings =
+            Settings::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: origin.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+        Ok((settings, warnings))
+    }
+
+    /// Checks values the types cannot; `origin` names where they came from.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            problem,
+        };
+        let g = &self.global;
+        let k = &self.grok;
+        if g.host.parse::<std::net::IpAddr>().is_err() && g.host != "localhost" {
+            return Err(bad("global.host", format!("`{}` is not an IP address", g.host)));
+        }
+        if !["trace", "debug", "info", "warn", "warning", "error"]
+            .contains(&g.log_level.to_ascii_lowercase().as_str())
+        {
+            return Err(bad(
+                "global.log_level",
+                format!("`{}` is not one of DEBUG, INFO, WARNING, ERROR", g.log_level),
+            ));
+        }
+        if !["human", "json"].contains(&g.log_format.as_str()) {
+            return Err(bad(
+                "global.log_format",
+                format!("`{}` is not `human` or `json`", g.log_format),
+            ));
+        }
+        for (key, v) in [
+            ("global.batch_save_interval", g.batch_save_interval),
+            ("global.log_flush_interval", g.log_flush_interval),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(key, format!("must be a positive number of seconds, got {v}")));
+            }
+        }
+        for (key, v) in [
+            ("global.shutdown_grace", g.shutdown_grace),
+            ("grok.stream_first_response_timeout", k.stream_first_response_timeout),
+            ("grok.stream_chunk_timeout", k.stream_chunk_timeout),
+            ("grok.stream_total_timeout", k.stream_total_timeout),
+            ("grok.connect_timeout", k.connect_timeout),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(key, format!("must be zero or more seconds, got {v}")));
+            }
+        }
+        if k.stream_first_response_timeout <= 0.0 || k.stream_chunk_timeout <= 0.0 {
+            return Err(bad(
+                "grok.stream_first_response_timeout / grok.stream_chunk_timeout",
+                "must be more than 0 seconds".into(),
+            ));
+        }
+        if g.max_body_bytes < 1024 {
+            return Err(bad("global.max_body_bytes", "must be at least 1024".into()));
+        }
+        let url = reqwest::Url::parse(&k.base_url)
+            .map_err(|e| bad("grok.base_url", format!("`{}` is not a URL: {e}", k.base_url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("grok.base_url", "must be an http or https URL".into()));
+        }
+        AuthHeader::parse(&k.auth_header).map_err(|e| bad("grok.auth_header", e))?;
+        if let Some(code) = k.retry_status_codes.iter().find(|c| !(100..=599).contains(*c)) {
+            return Err(bad(
+                "grok.retry_status_codes",
+                format!("{code} is not an HTTP status"),
+            ));
+        }
+        if k.max_retries > 10 {
+            return Err(bad("grok.max_retries", "at most 10".into()));
+        }
+        if g.timezone.trim().is_empty() {
+            return Err(bad("global.timezone", "must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+const GLOBAL_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "admin_username",
+    "admin_password",
+    "log_level",
+    "log_format",
+    "log_max_count",
+    "log_flush_interval",
+    "log_models_calls",
+    "timezone",
+    "batch_save_interval",
+    "max_body_bytes",
+    "shutdown_grace",
+];
+const GROK_KEYS: &[&str] = &[
+    "api_key",
+    "base_url",
+    "auth_header",
+    "super_models",
+    "proxy_url",
+    "proxy_urls",
+    "proxy_pool_url",
+    "proxy_pool_interval",
+    "retry_status_codes",
+    "max_retries",
+    "stream_first_response_timeout",
+    "stream_chunk_timeout",
+    "stream_total_timeout",
+    "connect_timeout",
+];
+
+/// Reads an environment variable through a lookup function so tests need not touch the process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Startup {
+    /// Loads settings from `$DATA_DIR/setting.toml` (default `data/`), then applies environment overrides.
+    pub fn load(env: EnvLookup<'_>) -> Result<Startup, ConfigError> {
+        let data_dir = PathBuf::from(env("DATA_DIR").unwrap_or_else(|| "data".into()));
+        let settings_path = data_dir.join("setting.toml");
+        let (mut settings, mut warnings) = match std::fs::read_to_string(&settings_path) {
+            Ok(text) => Settings::from_toml(&text, &settings_path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                Settings::default(),
+                vec![format!(
+                    "{} not found: running with built-in defaults",
+                    settings_path.display()
+                )],
+            ),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: settings_path,
+                    source,
+                })
+            }
+        };
+        settings.validate(&settings_path.display().to_string())?;
+
+        let env_err = |key: &str, problem: String| ConfigError::Invalid {
+            origin: "environment".into(),
+            key: key.into(),
+            problem,
+        };
+        if let Some(v) = env("HOST") {
+            settings.global.host = v;
+        }
+        if let Some(v) = env("PORT") {
+            settings.global.port = v
+                .parse()
+                .map_err(|_| env_err("PORT", format!("`{v}` is not a port number")))?;
+        }
+        if let Some(v) = env("API_KEY") {
+            settings.grok.api_key = Secret::new(v);
+        }
+        if let Some(v) = env("ADMIN_PASSWORD") {
+            settings.global.admin_password = Secret::new(v);
+        }
+        if let Some(v) = env("LOG_LEVEL") {
+            settings.global.log_level = v;
+        }
+        settings.validate("environment")?;
+        let storage_mode = match env("STORAGE_MODE")
+            .map(|s| s.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("") | Some("file") => StorageMode::File,
+            Some("redis") => StorageMode::Redis,
+            Some("mysql") => StorageMode::Mysql,
+            Some(other) => {
+                return Err(env_err(
+                    "STORAGE_MODE",
+                    format!("`{other}` is not one of file, redis, mysql"),
+                ))
+            }
+        };
+        let database_url = env("DATABASE_URL").filter(|s| !s.is_empty()).map(Secret::new);
+        let workers = match env("WORKERS") {
+            None => None,
+            Some(v) => Some(
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .ok_or_else(|| env_err("WORKERS", format!("`{v}` is not a number from 1 to 1024")))?,
+            ),
+        };
+        if settings.global.admin_password.expose() == "admin" {
+            warnings.push(
+                "global.admin_password is the default `admin`: set it (or ADMIN_PASSWORD) before exposing the admin API"
+                    .into(),
+            );
+        }
+        if settings.grok.api_key.expose().is_empty() {
+            warnings.push(
+                "grok.api_key is empty: the OpenAI routes accept any client (set it or API_KEY)".into(),
+            );
+        }
+        Ok(Startup {
+            data_dir,
+            settings_path,
+            settings,
+            storage_mode,
+            database_url,
+            workers,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(text: &str) -> Result<(Settings, Vec<String>), ConfigError> {
+        Settings::from_toml(text, Path::new("setting.toml"))
+    }
+
+    #[test]
+    fn defaults_match_grok2api() {
+        let s = Settings::default();
+        assert_eq!(s.grok.stream_first_response_timeout, 30.0);
+        assert_eq!(s.grok.stream_chunk_timeout, 120.0);
+        assert_eq!(s.grok.stream_total_timeout, 600.0);
+        assert_eq!(s.global.log_max_count, 10_000);
+        assert_eq!(s.global.port, 8000);
+        assert_eq!(s.grok.base_url, "https://api.x.ai/v1");
+        assert_eq!(s.grok.super_models, vec!["grok-4-heavy".to_string()]);
+        s.validate("defaults").unwrap();
+    }
+
+    #[test]
+    fn legacy_keys_are_ignored_with_one_warning() {
+        let (s, warnings) = parse(
+            "[grok]\napi_key = \"k\"\ncf_clearance = \"x\"\nx_statsig_id = \"y\"\n[global]\nimage_mode = \"url\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.grok.api_key.expose(), "k");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("grok.cf_clearance"));
+        assert!(warnings[0].contains("global.image_mode"));
+    }
+
+    #[test]
+    fn bad_type_names_file_and_key() {
+        let err = parse("[grok]\nmax_retries = \"two\"\n").unwrap_err().to_string();
+        assert!(err.contains("setting.toml"), "{err}");
+        assert!(err.contains("max_retries"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_key() {
+        for (text, key) in [
+            ("[grok]\nauth_header = \"Authorization Bearer\"\n", "grok.auth_header"),
+            ("[grok]\nauth_header = \"Authorization: Bearer\"\n", "grok.auth_header"),
+            ("[grok]\nbase_url = \"ftp://x\"\n", "grok.base_url"),
+            ("[grok]\nretry_status_codes = [42]\n", "grok.retry_status_codes"),
+            ("[global]\nlog_level = \"LOUD\"\n", "global.log_level"),
+            ("[grok]\nstream_chunk_timeout = -1\n", "grok.stream_chunk_timeout"),
+        ] {
+            let (s, _) = parse(text).unwrap();
+            let err = s.validate("setting.toml").unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_toml_is_an_error() {
+        assert!(matches!(parse("[grok\n"), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn env_overrides_and_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars: HashMap<&str, String> = [
+            ("DATA_DIR", dir.path().display().to_string()),
+            ("PORT", "9123".into()),
+            ("API_KEY", "sk-test".into()),
+            ("WORKERS", "3".into()),
+        ]
+        .into();
+        let s = Startup::load(&|k| vars.get(k).cloned()).unwrap();
+        assert_eq!(s.settings.global.port, 9123);
+        assert_eq!(s.settings.grok.api_key.expose(), "sk-test");
+        assert_eq!(s.workers, Some(3));
+        assert_eq!(s.storage_mode, StorageMode::File);
+
+        let bad: HashMap<&str, String> = [
+            ("DATA_DIR", dir.path().display().to_string()),
+            ("STORAGE_MODE", "floppy".into()),
+        ]
+        .into();
+        let err = Startup::load(&|k| bad.get(k).cloned()).unwrap_err().to_string();
+        assert!(err.contains("STORAGE_MODE"), "{err}");
+    }
+
+    #[test]
+    fn auth_header_template() {
+        let h = AuthHeader::parse("Cookie: sso-rw={token};sso={token}").unwrap();
+        assert_eq!(h.name, "cookie");
+        assert_eq!(h.value("abc").unwrap(), "sso-rw=abc;sso=abc");
+        let b = AuthHeader::parse("Authorization: Bearer {token}").unwrap();
+        assert_eq!(b.value("t1").unwrap(), "Bearer t1");
+    }
+}

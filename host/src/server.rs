@@ -1,0 +1,146 @@
+//! Wiring and lifecycle: build the services from the settings, serve, and shut down in order
+//! (stop accepting → drain in-flight requests, bounded → stop background tasks → flush state).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use thiserror::Error;
+
+use crate::api::{router, AppInner, AppState};
+use crate::auth::Sessions;
+use crate::calllog::CallLog;
+use crate::config::{Startup, StorageMode};
+use crate::proxy::{ClientOptions, StaticEgress};
+use crate::storage::{FileStorage, Storage, StorageError};
+use crate::tokens::TokenPool;
+use crate::upstream::{Forwarder, UpstreamConfig};
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("STORAGE_MODE={0} is not available in this build yet; use `file`")]
+    StorageModeUnavailable(&'static str),
+    #[error("egress: {0}")]
+    Proxy(#[from] crate::proxy::ProxyError),
+    #[error("settings: {0}")]
+    Settings(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains and flushes.
+pub async fn run(
+    startup: Startup,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let settings = Arc::new(startup.settings.clone());
+    let storage: Arc<dyn Storage> = match startup.storage_mode {
+        StorageMode::File => Arc::new(FileStorage::new(&startup.data_dir)?),
+        other => return Err(ServerError::StorageModeUnavailable(other.as_str())),
+    };
+
+    let tokens = Arc::new(TokenPool::load(storage.clone()).await?);
+    let sessions = Sessions::load(storage.clone()).await?;
+    let egress = Arc::new(StaticEgress::new(
+        &settings.grok.proxy_url,
+        ClientOptions {
+            connect_timeout: settings.grok.connect_timeout(),
+        },
+    )?);
+    let calllog = CallLog::default();
+    let upstream = UpstreamConfig::new(settings.clone()).map_err(ServerError::Settings)?;
+    let forwarder = Forwarder::new(upstream, tokens.clone(), egress, calllog);
+
+    let state = AppState(Arc::new(AppInner {
+        settings: settings.clone(),
+        forwarder,
+        tokens: tokens.clone(),
+        sessions,
+        storage_mode: startup.storage_mode,
+        started: Instant::now(),
+    }));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let saver = tokio::spawn(
+        tokens
+            .clone()
+            .run_saver(settings.global.batch_save_every(), stop_rx.clone()),
+    );
+
+    let addr = format!("{}:{}", settings.global.host, settings.global.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!(
+        addr = %local,
+        storage = startup.storage_mode.as_str(),
+        tokens = tokens.len(),
+        upstream = %settings.grok.base_url,
+        "grok2api listening"
+    );
+
+    let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal_tx.send(());
+    });
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut serve = tokio::spawn(async move {
+        let mut drain_rx = drain_rx;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = drain_rx.wait_for(|v| *v).await;
+            })
+            .await
+    });
+
+    tokio::select! {
+        r = &mut serve => {
+            // The server ended on its own: an error; still flush what we have.
+            let r = r.map_err(|e| ServerError::Serve(std::io::Error::other(e)));
+            flush(&tokens, &stop_tx, saver).await;
+            return r?.map_err(ServerError::Serve);
+        }
+        _ = signal_rx => {}
+    }
+
+    let grace = settings.global.shutdown_grace();
+    tracing::info!(grace_s = grace.as_secs_f64(), "shutting down: no new connections, draining in-flight requests");
+    let _ = drain_tx.send(true);
+    match tokio::time::timeout(grace, &mut serve).await {
+        Ok(_) => tracing::info!("all requests finished"),
+        Err(_) => {
+            tracing::warn!("grace period over; closing the remaining connections");
+            serve.abort();
+        }
+    }
+    flush(&tokens, &stop_tx, saver).await;
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn flush(
+    tokens: &TokenPool,
+    stop_tx: &tokio::sync::watch::Sender<bool>,
+    saver: tokio::task::JoinHandle<()>,
+) {
+    let _ = stop_tx.send(true);
+    let _ = saver.await;
+    match tokens.save_if_dirty().await {
+        Ok(true) => tracing::info!("token state saved"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "saving token state at shutdown failed"),
+    }
+}

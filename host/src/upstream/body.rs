@@ -1,0 +1,136 @@
+//! A streamed upstream body passed to the client chunk by chunk, under the first-chunk, between-chunk and total
+//! timeouts. It finishes the call record when the stream really ends: completed, failed mid-stream, timed out,
+//! or dropped because the client went away (dropping it also drops the upstream response, which cancels it).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
+
+use crate::calllog::{CallLog, CallRecord};
+
+pub struct Timeouts {
+    pub first_chunk_deadline: std::time::Instant,
+    pub chunk: Duration,
+    pub total_deadline: Option<std::time::Instant>,
+}
+
+type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+pub struct TimedBody {
+    inner: Upstream,
+    sleep: Pin<Box<Sleep>>,
+    chunk_timeout: Duration,
+    total_deadline: Option<Instant>,
+    sse: bool,
+    record: Option<CallRecord>,
+    calllog: CallLog,
+    done: bool,
+}
+
+impl TimedBody {
+    pub fn new(
+        resp: reqwest::Response,
+        t: Timeouts,
+        sse: bool,
+        record: CallRecord,
+        calllog: CallLog,
+    ) -> TimedBody {
+        let total_deadline = t.total_deadline.map(Instant::from_std);
+        let first = Instant::from_std(t.first_chunk_deadline);
+        let first = total_deadline.map_or(first, |d| d.min(first));
+        TimedBody {
+            inner: Box::pin(resp.bytes_stream()),
+            sleep: Box::pin(tokio::time::sleep_until(first)),
+            chunk_timeout: t.chunk,
+            total_deadline,
+            sse,
+            record: Some(record),
+            calllog,
+            done: false,
+        }
+    }
+
+    fn finish(&mut self, success: bool, error: &str) {
+        if let Some(mut r) = self.record.take() {
+            r.success = success;
+            if !success {
+                r.error_message = error.to_string();
+            }
+            self.calllog.finish(r);
+        }
+    }
+
+    /// Ends the stream after a failure. SSE clients get a final error event they can read; other clients get a
+    /// broken body, which is the only honest signal left once the status line has been sent.
+    fn fail(&mut self, code: &str, message: &str) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        self.finish(false, message);
+        self.done = true;
+        if self.sse {
+            let event = serde_json::json!({
+                "error": {"message": message, "type": "api_error", "code": code}
+            });
+            Poll::Ready(Some(Ok(Bytes::from(format!("data: {event}\n\n")))))
+        } else {
+            Poll::Ready(Some(Err(std::io::Error::other(message.to_string()))))
+        }
+    }
+}
+
+impl Stream for TimedBody {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let mut next = Instant::now() + this.chunk_timeout;
+                if let Some(total) = this.total_deadline {
+                    next = next.min(total);
+                }
+                this.sleep.as_mut().reset(next);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let msg = format!(
+                    "upstream error mid-stream: {}",
+                    super::error_chain(&e)
+                );
+                this.fail("upstream_stream_error", &msg)
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                this.finish(true, "");
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let total_hit = this
+                        .total_deadline
+                        .is_some_and(|d| Instant::now() >= d);
+                    let msg = if total_hit {
+                        "timeout: stream exceeded the total time limit"
+                    } else {
+                        "timeout: no data from upstream within the chunk timeout"
+                    };
+                    this.fail("stream_timeout", msg)
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        // Still holding the record means the client went away before the stream ended.
+        self.finish(false, "client disconnected before the stream ended");
+    }
+}

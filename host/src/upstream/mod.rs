@@ -1,0 +1,582 @@
+//! Forwarding to the upstream: pick a token, pick an egress, send, retry on another token before anything was
+//! sent to the client, and pass the answer back (streams chunk by chunk, under three timeouts).
+
+mod body;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use thiserror::Error;
+
+use crate::calllog::{CallLog, CallRecord};
+use crate::config::{AuthHeader, Settings};
+use crate::proxy::{EgressSelector, RequestInfo};
+use crate::tokens::{Outcome, TokenPool};
+
+pub use body::TimedBody;
+
+/// The largest non-streamed upstream answer the gateway holds in memory.
+const MAX_BUFFERED_ANSWER: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum ForwardError {
+    #[error("no usable token for model `{model}`")]
+    NoToken {
+        model: String,
+        retry_after_ms: Option<i64>,
+    },
+    #[error("upstream rate limited every token tried")]
+    RateLimited { retry_after: Option<HeaderValue> },
+    #[error("upstream answered {status}: {message}")]
+    Upstream { status: u16, message: String },
+    #[error("upstream unreachable: {0}")]
+    Connect(String),
+    #[error("upstream did not answer in time ({0})")]
+    Timeout(&'static str),
+    #[error("invalid credential for the upstream header")]
+    BadCredential,
+}
+
+impl ForwardError {
+    /// HTTP status, OpenAI error type and code for the client.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ForwardError::NoToken { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "no_available_token",
+            ),
+            ForwardError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "upstream_rate_limited",
+            ),
+            ForwardError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
+            ForwardError::Connect(_) => (
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "upstream_unreachable",
+            ),
+            ForwardError::Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "api_error",
+                "upstream_timeout",
+            ),
+            ForwardError::BadCredential => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "bad_credential",
+            ),
+        }
+    }
+
+    /// A `Retry-After` value for the client, when there is one to give.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        match self {
+            ForwardError::NoToken {
+                retry_after_ms: Some(ms),
+                ..
+            } => HeaderValue::from_str(&((ms + 999) / 1000).max(1).to_string()).ok(),
+            ForwardError::RateLimited { retry_after } => retry_after.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// One call to forward.
+pub struct UpstreamRequest {
+    pub method: Method,
+    /// Path under the base URL, e.g. `/chat/completions`.
+    pub path: String,
+    pub body: Option<Bytes>,
+    pub model: String,
+    pub stream: bool,
+    pub accept: Option<HeaderValue>,
+}
+
+/// What the forwarder reads from the settings, rebuilt when they change.
+pub struct UpstreamConfig {
+    pub settings: Arc<Settings>,
+    pub auth: AuthHeader,
+    pub base_url: String,
+}
+
+impl UpstreamConfig {
+    pub fn new(settings: Arc<Settings>) -> Result<UpstreamConfig, String> {
+        let auth = AuthHeader::parse(&settings.grok.auth_header)?;
+        let base_url = settings.grok.base_url_trimmed().to_string();
+        Ok(UpstreamConfig {
+            settings,
+            auth,
+            base_url,
+        })
+    }
+}
+
+pub struct Forwarder {
+    config: ArcSwap<UpstreamConfig>,
+    tokens: Arc<TokenPool>,
+    egress: Arc<dyn EgressSelector>,
+    calllog: CallLog,
+}
+
+/// Why an attempt failed, and whether another token may do better.
+enum AttemptError {
+    Retryable { reason: String, last: ForwardError },
+    Final(ForwardError),
+}
+
+impl Forwarder {
+    pub fn new(
+        config: UpstreamConfig,
+        tokens: Arc<TokenPool>,
+        egress: Arc<dyn EgressSelector>,
+        calllog: CallLog,
+    ) -> Forwarder {
+        Forwarder {
+            config: ArcSwap::from_pointee(config),
+            tokens,
+            egress,
+            calllog,
+        }
+    }
+
+    /// Finishes the record of a call that failed before any answer reached the client.
+    pub fn finish_failed(&self, record: CallRecord) {
+        self.calllog.finish(record);
+    }
+
+    pub fn tokens(&self) -> &Arc<TokenPool> {
+        &self.tokens
+    }
+
+    pub fn egress(&self) -> &Arc<dyn EgressSelector> {
+        &self.egress
+    }
+
+    pub fn config(&self) -> arc_swap::Guard<Arc<UpstreamConfig>> {
+        self.config.load()
+    }
+
+    /// Forwards `req`, retrying on another token for retryable failures until `max_retries` is spent.
+    /// The record is finished here for failures and buffered answers, or by the body when streaming.
+    pub async fn forward(
+        &self,
+        req: UpstreamRequest,
+        mut record: CallRecord,
+    ) -> Result<Response, (ForwardError, CallRecord)> {
+        let cfg = self.config.load_full();
+        let grok = &cfg.settings.grok;
+        let is_super = grok.is_super_model(&req.model);
+        let url = format!("{}{}", cfg.base_url, req.path);
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_error: Option<ForwardError> = None;
+
+        for _attempt in 0..=grok.max_retries {
+            let Some(lease) = self.tokens.pick(is_super, &tried) else {
+                break;
+            };
+            let token = lease.token().clone();
+            let info = RequestInfo {
+                token_id: &token.id,
+                model: &req.model,
+                route: record.route,
+                stream: req.stream,
+            };
+            let egress = self.egress.select(&token, &info);
+            record.token_id = Some(token.id.clone());
+            record.token_masked = Some(token.masked());
+            record.proxy = egress.proxy.as_deref().map(str::to_string);
+
+            let auth = match cfg.auth.value(token.secret().expose()) {
+                Ok(v) => v,
+                Err(_) => {
+                    // A secret with bytes a header cannot carry: this token can never work.
+                    lease.report(Outcome::AuthFailed {
+                        status: 0,
+                        message: "credential has characters invalid in a header".into(),
+                    });
+                    tried.push(token.id.clone());
+                    record.retries.push(format!("{}: invalid credential", token.id));
+                    last_error = Some(ForwardError::BadCredential);
+                    continue;
+                }
+            };
+            let mut builder = egress
+                .client
+                .request(req.method.clone(), &url)
+                .header(cfg.auth.name.clone(), auth)
+                .header(http::header::USER_AGENT, concat!("grok2api/", env!("CARGO_PKG_VERSION")));
+            if let Some(accept) = &req.accept {
+                builder = builder.header(http::header::ACCEPT, accept.clone());
+            }
+            if let Some(body) = &req.body {
+                builder = builder
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+
+            // Headers must arrive within the first-response timeout for streams; a non-streamed answer only
+            // comes when it is complete, so it gets the total timeout.
+            let header_wait = if req.stream {
+                grok.first_response_timeout()
+            } else {
+                grok.total_timeout().unwrap_or(Duration::from_secs(24 * 3600))
+            };
+            let sent_at = Instant::now();
+            let result = tokio::time::timeout(header_wait, builder.send()).await;
+            let attempt = match result {
+                Err(_) => {
+                    lease.report(Outcome::Transient);
+                    self.egress.report(&egress, false, sent_at.elapsed());
+                    Err(AttemptError::Retryable {
+                        reason: "timeout".into(),
+                        last: ForwardError::Timeout("waiting for the answer's headers"),
+                    })
+                }
+                Ok(Err(e)) => {
+                    lease.report(Outcome::Transient);
+                    self.egress.report(&egress, false, sent_at.elapsed());
+                    let last = if e.is_timeout() {
+                        ForwardError::Timeout("connecting")
+                    } else {
+                        ForwardError::Connect(error_chain(&e))
+                    };
+                    Err(AttemptError::Retryable {
+                        reason: "connect error".into(),
+                        last,
+                    })
+                }
+                Ok(Ok(resp)) => {
+                    self.egress.report(&egress, true, sent_at.elapsed());
+                    let status = resp.status();
+                    if status.is_success() {
+                        lease.report(Outcome::Success {
+                            remaining: header_i64(resp.headers(), "x-ratelimit-remaining-requests"),
+                        });
+                        record.first_byte_ms = Some(record.started.elapsed().as_millis() as u64);
+                        record.status_code = status.as_u16();
+                        drop(lease);
+                        return self.answer(resp, req.stream, record, &cfg).await;
+                    }
+                    self.classify_failure(resp, &lease, grok.retry_status_codes.as_slice())
+                        .await
+                }
+            };
+            match attempt {
+                Ok(resp) => {
+                    // A client error (bad request, unknown model): passed back as the upstream said it.
+                    record.status_code = resp.status().as_u16();
+                    record.error_message = format!("upstream answered {}", resp.status().as_u16());
+                    self.calllog.finish(record);
+                    return Ok(resp);
+                }
+                Err(AttemptError::Final(e)) => return Err((e, record)),
+                Err(AttemptError::Retryable { reason, last }) => {
+                    tried.push(token.id.clone());
+                    record
+                        .retries
+                        .push(format!("{}@{}: {reason}", token.id, egress.label()));
+                    last_error = Some(last);
+                }
+            }
+        }
+        // The last attempt is in `record.token_id`; only the ones before it count as retries.
+        record.retries.pop();
+        let err = last_error.unwrap_or_else(|| ForwardError::NoToken {
+            model: req.model.clone(),
+            retry_after_ms: self.tokens.soonest_cooldown_ms(is_super),
+        });
+        Err((err, record))
+    }
+
+    /// Turns a non-2xx upstream answer into token health and a decision.
+    async fn classify_failure(
+        &self,
+        resp: reqwest::Response,
+        lease: &crate::tokens::TokenLease,
+        retry_codes: &[u16],
+    ) -> Result<Response, AttemptError> {
+        let status = resp.status();
+        let code = status.as_u16();
+        let headers = resp.headers().clone();
+        let body = tokio::time::timeout(Duration::from_secs(10), resp.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let message = upstream_message(&body);
+        match code {
+            429 => {
+                let retry_after = headers.get(http::header::RETRY_AFTER).cloned();
+                lease.report(Outcome::RateLimited {
+                    retry_after: retry_after.as_ref().and_then(parse_retry_after),
+                });
+                Err(AttemptError::Retryable {
+                    reason: "429".into(),
+                    last: ForwardError::RateLimited { retry_after },
+                })
+            }
+            401 | 403 => {
+                lease.report(Outcome::AuthFailed {
+                    status: code,
+                    message: message.clone(),
+                });
+                let last = ForwardError::Upstream { status: code, message };
+                if retry_codes.contains(&code) {
+                    Err(AttemptError::Retryable {
+                        reason: code.to_string(),
+                        last,
+                    })
+                } else {
+                    Err(AttemptError::Final(last))
+                }
+            }
+            _ if status.is_server_error() || retry_codes.contains(&code) => {
+                lease.report(Outcome::Transient);
+                Err(AttemptError::Retryable {
+                    reason: code.to_string(),
+                    last: ForwardError::Upstream { status: code, message },
+                })
+            }
+            _ => {
+                lease.report(Outcome::Transient);
+                let mut out = Response::builder().status(status);
+                if let Some(h) = out.headers_mut() {
+                    copy_response_headers(&headers, h);
+                }
+                Ok(out.body(Body::from(body)).unwrap_or_default())
+            }
+        }
+    }
+
+    /// Builds the client's answer from a 2xx upstream response.
+    async fn answer(
+        &self,
+        resp: reqwest::Response,
+        stream: bool,
+        mut record: CallRecord,
+        cfg: &UpstreamConfig,
+    ) -> Result<Response, (ForwardError, CallRecord)> {
+        let grok = &cfg.settings.grok;
+        let status = resp.status();
+        let mut headers = HeaderMap::new();
+        copy_response_headers(resp.headers(), &mut headers);
+        let is_sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+
+        if stream || is_sse {
+            headers.remove(http::header::CONTENT_LENGTH);
+            // Tell buffering reverse proxies in front of us to pass chunks through.
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            let first_deadline = record.started + grok.first_response_timeout();
+            let total_deadline = grok.total_timeout().map(|t| record.started + t);
+            let body = TimedBody::new(
+                resp,
+                body::Timeouts {
+                    first_chunk_deadline: first_deadline,
+                    chunk: grok.chunk_timeout(),
+                    total_deadline,
+                },
+                is_sse,
+                record,
+                self.calllog.clone(),
+            );
+            let mut out = Response::new(Body::from_stream(body));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            return Ok(out);
+        }
+
+        let read = async {
+            let mut resp = resp;
+            let mut buf = bytes::BytesMut::new();
+            loop {
+                match tokio::time::timeout(grok.chunk_timeout(), resp.chunk()).await {
+                    Err(_) => return Err(ForwardError::Timeout("between chunks of the answer")),
+                    Ok(Err(e)) => return Err(ForwardError::Connect(error_chain(&e))),
+                    Ok(Ok(None)) => return Ok(buf.freeze()),
+                    Ok(Ok(Some(chunk))) => {
+                        if buf.len() + chunk.len() > MAX_BUFFERED_ANSWER {
+                            return Err(ForwardError::Upstream {
+                                status: status.as_u16(),
+                                message: "answer larger than the gateway accepts".into(),
+                            });
+                        }
+                        buf.extend_from_slice(&chunk);
+                    }
+                }
+            }
+        };
+        let body = match grok.total_timeout() {
+            Some(total) => {
+                let left = total.saturating_sub(record.started.elapsed());
+                match tokio::time::timeout(left, read).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ForwardError::Timeout("reading the answer")),
+                }
+            }
+            None => read.await,
+        };
+        match body {
+            Ok(bytes) => {
+                record.success = true;
+                self.calllog.finish(record);
+                let mut out = Response::new(Body::from(bytes));
+                *out.status_mut() = status;
+                *out.headers_mut() = headers;
+                Ok(out)
+            }
+            Err(e) => Err((e, record)),
+        }
+    }
+
+    /// One cheap authenticated call (`GET {base_url}/models`) with a given token, for the admin "test" button.
+    pub async fn probe(&self, lease: &crate::tokens::TokenLease) -> Result<u16, String> {
+        let cfg = self.config.load_full();
+        let token = lease.token();
+        let info = RequestInfo {
+            token_id: &token.id,
+            model: "",
+            route: "/api/tokens/test",
+            stream: false,
+        };
+        let egress = self.egress.select(token, &info);
+        let auth = cfg
+            .auth
+            .value(token.secret().expose())
+            .map_err(|_| "credential has characters invalid in a header".to_string())?;
+        let send = egress
+            .client
+            .get(format!("{}/models", cfg.base_url))
+            .header(cfg.auth.name.clone(), auth)
+            .send();
+        let resp = tokio::time::timeout(Duration::from_secs(15), send)
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| error_chain(&e))?;
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => lease.report(Outcome::Success {
+                remaining: header_i64(resp.headers(), "x-ratelimit-remaining-requests"),
+            }),
+            401 | 403 => lease.report(Outcome::AuthFailed {
+                status,
+                message: "token test".into(),
+            }),
+            429 => lease.report(Outcome::RateLimited {
+                retry_after: resp
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(parse_retry_after),
+            }),
+            _ => {}
+        }
+        Ok(status)
+    }
+}
+
+/// Copies an upstream answer's headers, minus hop-by-hop ones and cookies meant for our credential.
+fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        let n = name.as_str();
+        if matches!(
+            n,
+            "connection"
+                | "keep-alive"
+                | "transfer-encoding"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "proxy-authenticate"
+                | "proxy-connection"
+                | "set-cookie"
+        ) {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+fn header_i64(h: &HeaderMap, name: &str) -> Option<i64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+    }
+    let when = httpdate::parse_http_date(s).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The `error.message` of an OpenAI-shaped error body, else a short prefix of the body.
+fn upstream_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        message: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Outer {
+        error: Option<Inner>,
+    }
+    if let Ok(Outer {
+        error: Some(Inner { message: Some(m) }),
+    }) = serde_json::from_slice::<Outer>(body)
+    {
+        return m.chars().take(300).collect();
+    }
+    String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string()
+}
+
+/// An error with its causes, since reqwest's top-level message alone ("error sending request") says little.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("2")),
+            Some(Duration::from_secs(2))
+        );
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let v = HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap();
+        let d = parse_retry_after(&v).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn upstream_message_reads_openai_errors() {
+        assert_eq!(
+            upstream_message(br#"{"error":{"message":"bad key","type":"x"}}"#),
+            "bad key"
+        );
+        assert_eq!(upstream_message(b"plain failure"), "plain failure");
+    }
+}
