@@ -19,7 +19,10 @@ fn hello() -> Value {
 
 async fn setup(tokens: &[&str]) -> (MockServer, Gateway) {
     let mock = MockServer::start().await.unwrap();
-    let gw = GatewayBuilder::new(&mock.base_url()).tokens(tokens).start().await;
+    let gw = GatewayBuilder::new(&mock.base_url())
+        .tokens(tokens)
+        .start()
+        .await;
     (mock, gw)
 }
 
@@ -69,7 +72,10 @@ async fn streaming_passes_chunks_as_they_arrive() {
     // Chunks 300 ms apart upstream must arrive spread out, not all at the end.
     assert!(arrivals.len() >= 3, "{arrivals:?}");
     let spread = *arrivals.last().unwrap() - arrivals[0];
-    assert!(spread >= Duration::from_millis(600), "chunks were buffered: {arrivals:?}");
+    assert!(
+        spread >= Duration::from_millis(600),
+        "chunks were buffered: {arrivals:?}"
+    );
 }
 
 #[tokio::test]
@@ -105,7 +111,11 @@ async fn rate_limited_token_cools_down_then_returns() {
         assert_eq!(resp.status(), 200);
         used.push(credential(&resp));
     }
-    assert_eq!(mock.stats().by_credential.get(T1).copied(), Some(1), "T1 must rest after its 429");
+    assert_eq!(
+        mock.stats().by_credential.get(T1).copied(),
+        Some(1),
+        "T1 must rest after its 429"
+    );
     assert!(used.iter().all(|c| c == T2), "{used:?}");
     tokio::time::sleep(Duration::from_millis(2300)).await;
     let mut back = false;
@@ -132,14 +142,21 @@ async fn three_auth_failures_expire_a_token() {
     });
     for _ in 0..12 {
         let resp = gw.chat(hello()).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "401 on one token must fall over to the other");
+        assert_eq!(
+            resp.status(),
+            200,
+            "401 on one token must fall over to the other"
+        );
         assert_eq!(credential(&resp), T2);
     }
     assert_eq!(mock.stats().by_credential.get(T1).copied(), Some(3));
     let session = gw.admin_token().await;
     let list = gw.admin_get(&session, "/api/tokens").await;
     let rows = list["data"].as_array().unwrap();
-    let t1 = rows.iter().find(|r| r["failed_count"] == 3).expect("T1 listed");
+    let t1 = rows
+        .iter()
+        .find(|r| r["failed_count"] == 3)
+        .expect("T1 listed");
     assert_eq!(t1["status"], "失效");
     // Answers never carry the secret.
     assert!(!list.to_string().contains(T1));
@@ -223,7 +240,10 @@ async fn client_disconnect_cancels_the_upstream_stream() {
         if s.streams_cancelled == 1 && s.in_flight == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "upstream stream not cancelled: {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "upstream stream not cancelled: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(mock.stats().streams_completed, 0);
@@ -346,7 +366,11 @@ async fn models_and_images_are_forwarded() {
         .json()
         .await
         .unwrap();
-    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "grok-4-fast"));
+    assert!(models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "grok-4-fast"));
     let one = gw
         .http
         .get(gw.url("/v1/models/grok-4-fast"))
@@ -375,7 +399,10 @@ async fn models_and_images_are_forwarded() {
         .await
         .unwrap();
     assert_eq!(images["data"].as_array().unwrap().len(), 2);
-    assert!(images["data"][0]["url"].as_str().unwrap().starts_with("http"));
+    assert!(images["data"][0]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http"));
 }
 
 #[tokio::test]
@@ -410,7 +437,12 @@ async fn corrupt_token_file_is_moved_aside_and_kept() {
     let aside: Vec<_> = std::fs::read_dir(&gw.dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("token.json.corrupt-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("token.json.corrupt-")
+        })
         .collect();
     assert_eq!(aside.len(), 1, "corrupt file not set aside");
     assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), garbage);
@@ -418,7 +450,11 @@ async fn corrupt_token_file_is_moved_aside_and_kept() {
     // The gateway runs with an empty pool and new tokens are saved beside the kept file.
     let session = gw.admin_token().await;
     let r = gw
-        .admin_post(&session, "/api/tokens/add", json!({"tokens": [T1], "token_type": "sso"}))
+        .admin_post(
+            &session,
+            "/api/tokens/add",
+            json!({"tokens": [T1], "token_type": "sso"}),
+        )
         .await;
     assert_eq!(r["count"], 1);
     assert!(gw.token_file()["ssoNormal"].get(T1).is_some());
@@ -448,7 +484,12 @@ async fn sigterm_flushes_token_state() {
     // Not saved yet: the batch interval is an hour.
     assert_eq!(gw.token_file()["ssoNormal"][T1]["failedCount"], 0);
     let stopped = gw.terminate().await;
-    assert!(stopped.status.success(), "exit: {:?}\n{}", stopped.status, stopped.logs);
+    assert!(
+        stopped.status.success(),
+        "exit: {:?}\n{}",
+        stopped.status,
+        stopped.logs
+    );
     let saved = stopped.token_file();
     assert_eq!(saved["ssoNormal"][T1]["failedCount"], 1);
     assert!(saved["ssoNormal"][T1]["lastFailureReason"]
@@ -495,18 +536,28 @@ async fn admin_auth_sessions_and_throttling() {
     let id = list["data"][0]["token_id"].as_str().unwrap().to_string();
     assert!(!list.to_string().contains(T1));
     let r = gw
-        .admin_post(&session, "/api/tokens/tags", json!({"token": id, "tags": [" vip ", "", "vip", "eu"]}))
+        .admin_post(
+            &session,
+            "/api/tokens/tags",
+            json!({"token": id, "tags": [" vip ", "", "vip", "eu"]}),
+        )
         .await;
     assert_eq!(r["tags"], json!(["vip", "eu"]));
     let r = gw
-        .admin_post(&session, "/api/tokens/note", json!({"token": id, "note": " main "}))
+        .admin_post(
+            &session,
+            "/api/tokens/note",
+            json!({"token": id, "note": " main "}),
+        )
         .await;
     assert_eq!(r["note"], "main");
     let tags = gw.admin_get(&session, "/api/tokens/tags/all").await;
     assert_eq!(tags["data"], json!(["eu", "vip"]));
     let filtered = gw.admin_get(&session, "/api/tokens?tag=vip").await;
     assert_eq!(filtered["total"], 1);
-    let test = gw.admin_post(&session, "/api/tokens/test", json!({"token": id})).await;
+    let test = gw
+        .admin_post(&session, "/api/tokens/test", json!({"token": id}))
+        .await;
     assert_eq!(test["success"], true, "{test}");
     let bad_type = gw
         .http
@@ -552,13 +603,20 @@ async fn admin_auth_sessions_and_throttling() {
     assert_eq!(after.status(), 401);
     // Neither the admin password nor a token secret was ever logged.
     let logs = gw.logs();
-    assert!(!logs.contains(ADMIN_PASSWORD) && !logs.contains(T1), "secret in logs");
+    assert!(
+        !logs.contains(ADMIN_PASSWORD) && !logs.contains(T1),
+        "secret in logs"
+    );
 }
 
 #[tokio::test]
 async fn bad_settings_stop_startup_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("setting.toml"), "[grok]\nstream_chunk_timeout = \"soon\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("setting.toml"),
+        "[grok]\nstream_chunk_timeout = \"soon\"\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_grok2api"))
         .env("DATA_DIR", dir.path())
         .env("PORT", free_port().to_string())
@@ -566,13 +624,24 @@ async fn bad_settings_stop_startup_with_the_key_named() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("setting.toml") && err.contains("stream_chunk_timeout"), "{err}");
+    assert!(
+        err.contains("setting.toml") && err.contains("stream_chunk_timeout"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn health_reports_version_and_mode() {
     let (_mock, gw) = setup(&[T1]).await;
-    let h: Value = gw.http.get(gw.url("/health")).send().await.unwrap().json().await.unwrap();
+    let h: Value = gw
+        .http
+        .get(gw.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["status"], "healthy");
     assert_eq!(h["storage_mode"], "file");
     assert!(h["version"].is_string());

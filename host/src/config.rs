@@ -202,7 +202,10 @@ impl AuthHeader {
         })
     }
 
-    pub fn value(&self, token: &str) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
+    pub fn value(
+        &self,
+        token: &str,
+    ) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
         let mut hv = http::HeaderValue::from_str(&self.parts.join(token))?;
         hv.set_sensitive(true);
         Ok(hv)
@@ -228,7 +231,9 @@ impl GrokSettings {
         secs(self.connect_timeout)
     }
     pub fn is_super_model(&self, model: &str) -> bool {
-        self.super_models.iter().any(|m| m.eq_ignore_ascii_case(model))
+        self.super_models
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(model))
     }
     pub fn base_url_trimmed(&self) -> &str {
         self.base_url.trim_end_matches('/')
@@ -247,10 +252,12 @@ impl GlobalSettings {
 impl Settings {
     /// Parses a TOML document; `origin` names it in errors and warnings.
     pub fn from_toml(text: &str, origin: &Path) -> Result<(Settings, Vec<String>), ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: origin.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: origin.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
         let mut warnings = Vec::new();
         let mut ignored = Vec::new();
         for (section, value) in &table {
@@ -310,14 +317,20 @@ impl Settings {
         let g = &self.global;
         let k = &self.grok;
         if g.host.parse::<std::net::IpAddr>().is_err() && g.host != "localhost" {
-            return Err(bad("global.host", format!("`{}` is not an IP address", g.host)));
+            return Err(bad(
+                "global.host",
+                format!("`{}` is not an IP address", g.host),
+            ));
         }
         if !["trace", "debug", "info", "warn", "warning", "error"]
             .contains(&g.log_level.to_ascii_lowercase().as_str())
         {
             return Err(bad(
                 "global.log_level",
-                format!("`{}` is not one of DEBUG, INFO, WARNING, ERROR", g.log_level),
+                format!(
+                    "`{}` is not one of DEBUG, INFO, WARNING, ERROR",
+                    g.log_level
+                ),
             ));
         }
         if !["human", "json"].contains(&g.log_format.as_str()) {
@@ -331,12 +344,18 @@ impl Settings {
             ("global.log_flush_interval", g.log_flush_interval),
         ] {
             if !(v.is_finite() && v > 0.0) {
-                return Err(bad(key, format!("must be a positive number of seconds, got {v}")));
+                return Err(bad(
+                    key,
+                    format!("must be a positive number of seconds, got {v}"),
+                ));
             }
         }
         for (key, v) in [
             ("global.shutdown_grace", g.shutdown_grace),
-            ("grok.stream_first_response_timeout", k.stream_first_response_timeout),
+            (
+                "grok.stream_first_response_timeout",
+                k.stream_first_response_timeout,
+            ),
             ("grok.stream_chunk_timeout", k.stream_chunk_timeout),
             ("grok.stream_total_timeout", k.stream_total_timeout),
             ("grok.connect_timeout", k.connect_timeout),
@@ -354,13 +373,21 @@ impl Settings {
         if g.max_body_bytes < 1024 {
             return Err(bad("global.max_body_bytes", "must be at least 1024".into()));
         }
-        let url = reqwest::Url::parse(&k.base_url)
-            .map_err(|e| bad("grok.base_url", format!("`{}` is not a URL: {e}", k.base_url)))?;
+        let url = reqwest::Url::parse(&k.base_url).map_err(|e| {
+            bad(
+                "grok.base_url",
+                format!("`{}` is not a URL: {e}", k.base_url),
+            )
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad("grok.base_url", "must be an http or https URL".into()));
         }
         AuthHeader::parse(&k.auth_header).map_err(|e| bad("grok.auth_header", e))?;
-        if let Some(code) = k.retry_status_codes.iter().find(|c| !(100..=599).contains(*c)) {
+        if let Some(code) = k
+            .retry_status_codes
+            .iter()
+            .find(|c| !(100..=599).contains(*c))
+        {
             return Err(bad(
                 "grok.retry_status_codes",
                 format!("{code} is not an HTTP status"),
@@ -471,14 +498,18 @@ impl Startup {
                 ))
             }
         };
-        let database_url = env("DATABASE_URL").filter(|s| !s.is_empty()).map(Secret::new);
+        let database_url = env("DATABASE_URL")
+            .filter(|s| !s.is_empty())
+            .map(Secret::new);
         let workers = match env("WORKERS") {
             None => None,
             Some(v) => Some(
                 v.parse::<usize>()
                     .ok()
                     .filter(|n| (1..=1024).contains(n))
-                    .ok_or_else(|| env_err("WORKERS", format!("`{v}` is not a number from 1 to 1024")))?,
+                    .ok_or_else(|| {
+                        env_err("WORKERS", format!("`{v}` is not a number from 1 to 1024"))
+                    })?,
             ),
         };
         if settings.global.admin_password.expose() == "admin" {
@@ -489,7 +520,8 @@ impl Startup {
         }
         if settings.grok.api_key.expose().is_empty() {
             warnings.push(
-                "grok.api_key is empty: the OpenAI routes accept any client (set it or API_KEY)".into(),
+                "grok.api_key is empty: the OpenAI routes accept any client (set it or API_KEY)"
+                    .into(),
             );
         }
         Ok(Startup {
@@ -540,7 +572,9 @@ mod tests {
 
     #[test]
     fn bad_type_names_file_and_key() {
-        let err = parse("[grok]\nmax_retries = \"two\"\n").unwrap_err().to_string();
+        let err = parse("[grok]\nmax_retries = \"two\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("setting.toml"), "{err}");
         assert!(err.contains("max_retries"), "{err}");
     }
@@ -548,12 +582,24 @@ mod tests {
     #[test]
     fn bad_values_are_rejected_with_key() {
         for (text, key) in [
-            ("[grok]\nauth_header = \"Authorization Bearer\"\n", "grok.auth_header"),
-            ("[grok]\nauth_header = \"Authorization: Bearer\"\n", "grok.auth_header"),
+            (
+                "[grok]\nauth_header = \"Authorization Bearer\"\n",
+                "grok.auth_header",
+            ),
+            (
+                "[grok]\nauth_header = \"Authorization: Bearer\"\n",
+                "grok.auth_header",
+            ),
             ("[grok]\nbase_url = \"ftp://x\"\n", "grok.base_url"),
-            ("[grok]\nretry_status_codes = [42]\n", "grok.retry_status_codes"),
+            (
+                "[grok]\nretry_status_codes = [42]\n",
+                "grok.retry_status_codes",
+            ),
             ("[global]\nlog_level = \"LOUD\"\n", "global.log_level"),
-            ("[grok]\nstream_chunk_timeout = -1\n", "grok.stream_chunk_timeout"),
+            (
+                "[grok]\nstream_chunk_timeout = -1\n",
+                "grok.stream_chunk_timeout",
+            ),
         ] {
             let (s, _) = parse(text).unwrap();
             let err = s.validate("setting.toml").unwrap_err().to_string();
@@ -587,8 +633,33 @@ mod tests {
             ("STORAGE_MODE", "floppy".into()),
         ]
         .into();
-        let err = Startup::load(&|k| bad.get(k).cloned()).unwrap_err().to_string();
+        let err = Startup::load(&|k| bad.get(k).cloned())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("STORAGE_MODE"), "{err}");
+    }
+
+    #[test]
+    fn example_file_documents_every_key_with_its_default() {
+        let text = include_str!("../../data/setting.example.toml");
+        let (s, warnings) = parse(text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        s.validate("example").unwrap();
+        let d = Settings::default();
+        assert_eq!(format!("{:?}", s.global), format!("{:?}", d.global));
+        assert_eq!(format!("{:?}", s.grok), format!("{:?}", d.grok));
+        for key in GLOBAL_KEYS {
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "global.{key} not documented"
+            );
+        }
+        for key in GROK_KEYS {
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "grok.{key} not documented"
+            );
+        }
     }
 
     #[test]

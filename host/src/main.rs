@@ -12,7 +12,10 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    init_logging(&startup.settings.global.log_level, &startup.settings.global.log_format);
+    init_logging(
+        &startup.settings.global.log_level,
+        &startup.settings.global.log_format,
+    );
     for w in &startup.warnings {
         tracing::warn!("{w}");
     }

@@ -117,7 +117,10 @@ pub async fn run(
     }
 
     let grace = settings.global.shutdown_grace();
-    tracing::info!(grace_s = grace.as_secs_f64(), "shutting down: no new connections, draining in-flight requests");
+    tracing::info!(
+        grace_s = grace.as_secs_f64(),
+        "shutting down: no new connections, draining in-flight requests"
+    );
     let _ = drain_tx.send(true);
     match tokio::time::timeout(grace, &mut serve).await {
         Ok(_) => tracing::info!("all requests finished"),

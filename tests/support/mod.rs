@@ -1,7 +1,7 @@
 //! Starting and stopping the real `grok2api` binary for end-to-end tests: a private data directory, a free
 //! port, readiness, captured logs and signals.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -57,23 +57,25 @@ impl GatewayBuilder {
     /// `[grok]` and `[global]` lines beyond the test defaults (base URL, keys, loopback, quick saves).
     pub fn new(mock_base_url: &str) -> GatewayBuilder {
         GatewayBuilder {
-            settings: format!(
-                "[grok]\nbase_url = \"{mock_base_url}\"\napi_key = \"{API_KEY}\"\n"
-            ),
+            settings: format!("[grok]\nbase_url = \"{mock_base_url}\"\napi_key = \"{API_KEY}\"\n"),
             tokens: None,
             env: Vec::new(),
             dir: None,
         }
     }
     pub fn grok(mut self, line: &str) -> Self {
-        self.settings = self.settings.replacen("[grok]\n", &format!("[grok]\n{line}\n"), 1);
+        self.settings = self
+            .settings
+            .replacen("[grok]\n", &format!("[grok]\n{line}\n"), 1);
         self
     }
     pub fn global(mut self, line: &str) -> Self {
         if !self.settings.contains("[global]\n") {
             self.settings.push_str("[global]\n");
         }
-        self.settings = self.settings.replacen("[global]\n", &format!("[global]\n{line}\n"), 1);
+        self.settings = self
+            .settings
+            .replacen("[global]\n", &format!("[global]\n{line}\n"), 1);
         self
     }
     pub fn tokens(mut self, normal: &[&str]) -> Self {
@@ -214,7 +216,12 @@ impl Gateway {
         r.json().await.unwrap()
     }
 
-    pub async fn admin_post(&self, session: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    pub async fn admin_post(
+        &self,
+        session: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
         let r = self
             .http
             .post(self.url(path))
@@ -267,7 +274,8 @@ impl Gateway {
     }
 
     pub fn token_file(&self) -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(self.dir.join("token.json")).unwrap()).unwrap()
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("token.json")).unwrap())
+            .unwrap()
     }
 }
 
@@ -281,7 +289,8 @@ pub struct Stopped {
 
 impl Stopped {
     pub fn token_file(&self) -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(self.dir.join("token.json")).unwrap()).unwrap()
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("token.json")).unwrap())
+            .unwrap()
     }
 }
 

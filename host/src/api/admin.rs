@@ -56,8 +56,12 @@ async fn require_session(State(state): State<AppState>, req: Request, next: Next
     };
     match state.sessions.check(token) {
         SessionCheck::Valid => next.run(req).await,
-        SessionCheck::Unknown => ApiError::unauthorized("SESSION_INVALID", "会话无效").into_response(),
-        SessionCheck::Expired => ApiError::unauthorized("SESSION_EXPIRED", "会话已过期").into_response(),
+        SessionCheck::Unknown => {
+            ApiError::unauthorized("SESSION_INVALID", "会话无效").into_response()
+        }
+        SessionCheck::Expired => {
+            ApiError::unauthorized("SESSION_EXPIRED", "会话已过期").into_response()
+        }
     }
 }
 
@@ -95,8 +99,11 @@ async fn login(
         )
         .await
     {
-        Ok(token) => Json(json!({"success": true, "token": token, "message": "登录成功"})).into_response(),
-        Err(()) => Json(json!({"success": false, "token": null, "message": "用户名或密码错误"})).into_response(),
+        Ok(token) => {
+            Json(json!({"success": true, "token": token, "message": "登录成功"})).into_response()
+        }
+        Err(()) => Json(json!({"success": false, "token": null, "message": "用户名或密码错误"}))
+            .into_response(),
     }
 }
 
@@ -110,9 +117,9 @@ async fn logout(State(state): State<AppState>, req: Request) -> Response {
 fn parse_kind(s: Option<&str>) -> Result<Option<TokenKind>, ApiError> {
     match s.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => TokenKind::parse(s)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_param("token_type", "无效的Token类型 (sso, ssoNormal, ssoSuper)")),
+        Some(s) => TokenKind::parse(s).map(Some).ok_or_else(|| {
+            ApiError::bad_param("token_type", "无效的Token类型 (sso, ssoNormal, ssoSuper)")
+        }),
     }
 }
 
@@ -147,15 +154,17 @@ struct ListQuery {
     tag: Option<String>,
 }
 
-async fn list_tokens(State(state): State<AppState>, q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+async fn list_tokens(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let kind = parse_kind(q.token_type.as_deref())?;
     let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(
-            TokenStatus::parse(s)
-                .ok_or_else(|| ApiError::bad_param("status", "status must be 未使用, 限流中, 失效 or 正常"))?,
-        ),
+        Some(s) => Some(TokenStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_param("status", "status must be 未使用, 限流中, 失效 or 正常")
+        })?),
     };
     let tag = q.tag.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let now = now_ms();
@@ -169,15 +178,29 @@ async fn list_tokens(State(state): State<AppState>, q: Result<Query<ListQuery>, 
     // Grok2API lists normal tokens, then super ones, unless a sort is asked for.
     list.sort_by_key(|t| t.kind == TokenKind::Super);
     match q.sort.as_deref() {
-        Some("created_desc") => list.sort_by_key(|t| std::cmp::Reverse(t.created_time.unwrap_or(0))),
+        Some("created_desc") => {
+            list.sort_by_key(|t| std::cmp::Reverse(t.created_time.unwrap_or(0)))
+        }
         Some("created_asc") => list.sort_by_key(|t| t.created_time.unwrap_or(0)),
         None | Some("") => {}
-        Some(_) => return Err(ApiError::bad_param("sort", "sort must be created_desc or created_asc")),
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "sort",
+                "sort must be created_desc or created_asc",
+            ))
+        }
     }
     let total = list.len();
     if let Some(limit) = q.limit.filter(|l| *l > 0) {
-        let data: Vec<Value> = list.iter().take(limit as usize).map(|t| token_info(t, now)).collect();
-        return Ok(Json(json!({"success": true, "data": data, "total": total, "page": null, "page_size": null})).into_response());
+        let data: Vec<Value> = list
+            .iter()
+            .take(limit as usize)
+            .map(|t| token_info(t, now))
+            .collect();
+        return Ok(Json(
+            json!({"success": true, "data": data, "total": total, "page": null, "page_size": null}),
+        )
+        .into_response());
     }
     let page = q.page.unwrap_or(1).max(1) as usize;
     let page_size = match q.page_size.unwrap_or(10) {
@@ -199,7 +222,10 @@ struct TokensBody {
     token_type: Option<String>,
 }
 
-async fn add_tokens(State(state): State<AppState>, Body(body): Body<TokensBody>) -> Result<Response, ApiError> {
+async fn add_tokens(
+    State(state): State<AppState>,
+    Body(body): Body<TokensBody>,
+) -> Result<Response, ApiError> {
     let kind = parse_kind(body.token_type.as_deref())?.unwrap_or(TokenKind::Normal);
     // One per line is also accepted inside a single string, as pasted into the page.
     let secrets: Vec<String> = body
@@ -220,11 +246,17 @@ async fn add_tokens(State(state): State<AppState>, Body(body): Body<TokensBody>)
     .into_response())
 }
 
-async fn delete_tokens(State(state): State<AppState>, Body(body): Body<TokensBody>) -> Result<Response, ApiError> {
+async fn delete_tokens(
+    State(state): State<AppState>,
+    Body(body): Body<TokensBody>,
+) -> Result<Response, ApiError> {
     parse_kind(body.token_type.as_deref())?;
     let n = state.tokens.delete(&body.tokens).await;
     save_now(&state).await;
-    Ok(Json(json!({"success": true, "message": format!("成功删除 {n} 个Token"), "count": n})).into_response())
+    Ok(
+        Json(json!({"success": true, "message": format!("成功删除 {n} 个Token"), "count": n}))
+            .into_response(),
+    )
 }
 
 /// Admin edits are rare and expected to stick at once; requests leave saving to the batch saver.

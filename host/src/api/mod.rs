@@ -82,5 +82,10 @@ async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn not_found(req: Request) -> Response {
-    ApiError::not_found(format!("no route for {} {}", req.method(), req.uri().path())).into_response()
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response()
 }

@@ -39,10 +39,16 @@ async fn client_auth(State(state): State<AppState>, req: Request, next: Next) ->
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     match presented {
-        None => ApiError::unauthorized("missing_api_key", "missing API key: send Authorization: Bearer <key>")
-            .into_response(),
+        None => ApiError::unauthorized(
+            "missing_api_key",
+            "missing API key: send Authorization: Bearer <key>",
+        )
+        .into_response(),
         Some(p) if constant_time_eq(p.trim(), key) => next.run(req).await,
         Some(_) => ApiError::unauthorized("invalid_api_key", "invalid API key").into_response(),
     }
@@ -86,7 +92,10 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
 
 fn peek(body: &[u8]) -> Result<Peek<'_>, ApiError> {
     serde_json::from_slice::<Peek>(body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("request body is not valid JSON for this route: {e}"))
+        ApiError::bad_request(
+            "invalid_json",
+            format!("request body is not valid JSON for this route: {e}"),
+        )
     })
 }
 

@@ -57,7 +57,10 @@ pub struct ClientOptions {
 }
 
 /// Builds a pooled client, direct or through `proxy_url` (already normalised).
-pub fn build_client(proxy_url: Option<&str>, opts: ClientOptions) -> Result<reqwest::Client, ProxyError> {
+pub fn build_client(
+    proxy_url: Option<&str>,
+    opts: ClientOptions,
+) -> Result<reqwest::Client, ProxyError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
@@ -96,7 +99,11 @@ pub fn normalize_proxy_url(raw: &str) -> Result<String, ProxyError> {
         "sock5" | "sock5h" | "socks5" | "socks5h" => "socks5h",
         "http" => "http",
         "https" => "https",
-        other => return Err(invalid(&format!("scheme `{other}` is not supported (http, https, socks5h)"))),
+        other => {
+            return Err(invalid(&format!(
+                "scheme `{other}` is not supported (http, https, socks5h)"
+            )))
+        }
     };
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains(['/', ' ', '\n', '\t']) {
@@ -170,7 +177,10 @@ mod tests {
         assert_eq!(ok("sock5h://h:1"), "socks5h://h:1");
         assert_eq!(ok("socks5://u:p@h:1"), "socks5h://u:p@h:1");
         assert_eq!(ok("1.2.3.4:8080"), "http://1.2.3.4:8080");
-        assert_eq!(ok("user:pw@proxy.example:3128"), "http://user:pw@proxy.example:3128");
+        assert_eq!(
+            ok("user:pw@proxy.example:3128"),
+            "http://user:pw@proxy.example:3128"
+        );
         assert_eq!(ok("https://h:443/"), "https://h:443");
         assert!(normalize_proxy_url("socks4://h:1").is_err());
         assert!(normalize_proxy_url("").is_err());
@@ -182,7 +192,9 @@ mod tests {
     fn masks_credentials() {
         assert_eq!(mask_proxy_url("http://u:secret@h:1"), "http://u:****@h:1");
         assert_eq!(mask_proxy_url("socks5h://h:1"), "socks5h://h:1");
-        let err = normalize_proxy_url("socks4://u:secret@h:1").unwrap_err().to_string();
+        let err = normalize_proxy_url("socks4://u:secret@h:1")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secret"), "{err}");
     }
 

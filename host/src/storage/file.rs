@@ -65,7 +65,9 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Reads a JSON file. Missing → default. Unreadable or not valid → moved aside, logged, default.
-pub fn read_json_or_set_aside<T: DeserializeOwned + Default>(path: &Path) -> Result<T, StorageError> {
+pub fn read_json_or_set_aside<T: DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<T, StorageError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
@@ -125,7 +127,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp-{}-{}", std::process::id(), rand::random::<u32>()));
+    tmp_name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

@@ -129,7 +129,12 @@ impl Token {
             created_time: self.created_time,
             remaining_queries: self.remaining_queries.load(Ordering::Relaxed),
             heavy_remaining_queries: self.heavy_remaining_queries.load(Ordering::Relaxed),
-            status: if self.is_expired() { "expired" } else { "active" }.into(),
+            status: if self.is_expired() {
+                "expired"
+            } else {
+                "active"
+            }
+            .into(),
             failed_count: self.failed_count.load(Ordering::Relaxed),
             last_failure_time: meta.last_failure_time,
             last_failure_reason: meta.last_failure_reason,
@@ -455,7 +460,11 @@ impl TokenPool {
                 created_time: Some(now_ms()),
                 ..TokenRecord::default()
             };
-            next.push(Arc::new(Token::from_record(secret.to_string(), kind, record)));
+            next.push(Arc::new(Token::from_record(
+                secret.to_string(),
+                kind,
+                record,
+            )));
             result.added += 1;
         }
         if result.added > 0 {
@@ -543,7 +552,11 @@ impl TokenPool {
     }
 
     /// Saves every `interval` while running; the caller flushes once more at shutdown.
-    pub async fn run_saver(self: Arc<Self>, interval: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_saver(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut stop = stop;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -642,7 +655,10 @@ mod tests {
         assert_eq!(pool.pick(true, &[]).unwrap().token().kind, TokenKind::Super);
         // Normal models prefer normal tokens.
         for _ in 0..4 {
-            assert_eq!(pool.pick(false, &[]).unwrap().token().kind, TokenKind::Normal);
+            assert_eq!(
+                pool.pick(false, &[]).unwrap().token().kind,
+                TokenKind::Normal
+            );
         }
     }
 
@@ -651,7 +667,9 @@ mod tests {
         let (dir, pool) = pool_with(1).await;
         let t = pool.snapshot()[0].clone();
         pool.set_note(&t, " keep me ");
-        let r = pool.add(&["secret-token-0".into(), " ".into()], TokenKind::Normal).await;
+        let r = pool
+            .add(&["secret-token-0".into(), " ".into()], TokenKind::Normal)
+            .await;
         assert_eq!((r.added, r.existing, r.skipped_blank), (0, 1, 1));
         assert_eq!(pool.find(&t.id).unwrap().note(), "keep me");
         assert!(pool.save_if_dirty().await.unwrap());

@@ -99,10 +99,7 @@ impl Stream for TimedBody {
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let msg = format!(
-                    "upstream error mid-stream: {}",
-                    super::error_chain(&e)
-                );
+                let msg = format!("upstream error mid-stream: {}", super::error_chain(&e));
                 this.fail("upstream_stream_error", &msg)
             }
             Poll::Ready(None) => {
@@ -112,9 +109,7 @@ impl Stream for TimedBody {
             }
             Poll::Pending => match this.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    let total_hit = this
-                        .total_deadline
-                        .is_some_and(|d| Instant::now() >= d);
+                    let total_hit = this.total_deadline.is_some_and(|d| Instant::now() >= d);
                     let msg = if total_hit {
                         "timeout: stream exceeded the total time limit"
                     } else {

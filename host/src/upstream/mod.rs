@@ -56,17 +56,15 @@ impl ForwardError {
                 "rate_limit_error",
                 "upstream_rate_limited",
             ),
-            ForwardError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
-            ForwardError::Connect(_) => (
-                StatusCode::BAD_GATEWAY,
-                "api_error",
-                "upstream_unreachable",
-            ),
-            ForwardError::Timeout(_) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "api_error",
-                "upstream_timeout",
-            ),
+            ForwardError::Upstream { .. } => {
+                (StatusCode::BAD_GATEWAY, "api_error", "upstream_error")
+            }
+            ForwardError::Connect(_) => {
+                (StatusCode::BAD_GATEWAY, "api_error", "upstream_unreachable")
+            }
+            ForwardError::Timeout(_) => {
+                (StatusCode::GATEWAY_TIMEOUT, "api_error", "upstream_timeout")
+            }
             ForwardError::BadCredential => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
@@ -202,7 +200,9 @@ impl Forwarder {
                         message: "credential has characters invalid in a header".into(),
                     });
                     tried.push(token.id.clone());
-                    record.retries.push(format!("{}: invalid credential", token.id));
+                    record
+                        .retries
+                        .push(format!("{}: invalid credential", token.id));
                     last_error = Some(ForwardError::BadCredential);
                     continue;
                 }
@@ -211,7 +211,10 @@ impl Forwarder {
                 .client
                 .request(req.method.clone(), &url)
                 .header(cfg.auth.name.clone(), auth)
-                .header(http::header::USER_AGENT, concat!("grok2api/", env!("CARGO_PKG_VERSION")));
+                .header(
+                    http::header::USER_AGENT,
+                    concat!("grok2api/", env!("CARGO_PKG_VERSION")),
+                );
             if let Some(accept) = &req.accept {
                 builder = builder.header(http::header::ACCEPT, accept.clone());
             }
@@ -226,7 +229,8 @@ impl Forwarder {
             let header_wait = if req.stream {
                 grok.first_response_timeout()
             } else {
-                grok.total_timeout().unwrap_or(Duration::from_secs(24 * 3600))
+                grok.total_timeout()
+                    .unwrap_or(Duration::from_secs(24 * 3600))
             };
             let sent_at = Instant::now();
             let result = tokio::time::timeout(header_wait, builder.send()).await;
@@ -327,7 +331,10 @@ impl Forwarder {
                     status: code,
                     message: message.clone(),
                 });
-                let last = ForwardError::Upstream { status: code, message };
+                let last = ForwardError::Upstream {
+                    status: code,
+                    message,
+                };
                 if retry_codes.contains(&code) {
                     Err(AttemptError::Retryable {
                         reason: code.to_string(),
@@ -341,7 +348,10 @@ impl Forwarder {
                 lease.report(Outcome::Transient);
                 Err(AttemptError::Retryable {
                     reason: code.to_string(),
-                    last: ForwardError::Upstream { status: code, message },
+                    last: ForwardError::Upstream {
+                        status: code,
+                        message,
+                    },
                 })
             }
             _ => {
@@ -514,7 +524,8 @@ fn header_i64(h: &HeaderMap, name: &str) -> Option<i64> {
 pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
     let s = v.to_str().ok()?.trim();
     if let Ok(secs) = s.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
     }
     let when = httpdate::parse_http_date(s).ok()?;
     Some(
@@ -539,7 +550,9 @@ fn upstream_message(body: &[u8]) -> String {
     {
         return m.chars().take(300).collect();
     }
-    String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string()
+    String::from_utf8_lossy(&body[..body.len().min(200)])
+        .trim()
+        .to_string()
 }
 
 /// An error with its causes, since reqwest's top-level message alone ("error sending request") says little.
@@ -567,7 +580,10 @@ mod tests {
         let later = std::time::SystemTime::now() + Duration::from_secs(120);
         let v = HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap();
         let d = parse_retry_after(&v).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
     }
 
