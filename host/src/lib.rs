@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod calllog;
 pub mod config;
+pub mod hooks;
 pub mod proxy;
 pub mod secret;
 pub mod server;

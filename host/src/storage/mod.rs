@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 pub use file::FileStorage;
-pub use types::{SessionRecord, TokenFile, TokenRecord};
+pub use types::{CallLogEntry, SessionRecord, TokenFile, TokenRecord};
 
 use crate::config::StorageMode;
 

@@ -93,6 +93,69 @@ pub struct SessionRecord {
     pub expires_at_ms: i64,
 }
 
+/// One call-log entry: Grok2API's fields (so existing tools keep working) plus ours. Never holds a secret:
+/// `sso` is masked and Grok2API's `sso_full` is read only to find the token id, then dropped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CallLogEntry {
+    pub id: String,
+    /// Unix ms when the request started.
+    pub timestamp: i64,
+    /// Masked token.
+    pub sso: String,
+    pub model: String,
+    pub success: bool,
+    pub status_code: u16,
+    pub token_consumed: u32,
+    /// Seconds, whole call.
+    pub response_time: f64,
+    pub error_message: String,
+    /// Egress proxy, credentials masked; empty when direct.
+    pub proxy_used: String,
+    pub media_urls: Vec<String>,
+    pub token_id: String,
+    pub stream: bool,
+    pub first_byte_ms: Option<u64>,
+    /// Other token/proxy attempts made before the last one.
+    pub retries: u32,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub client_ip: String,
+    pub request_id: String,
+    pub route: String,
+    /// Grok2API's full secret, read from old files only to map it to `token_id`; never written.
+    #[serde(skip_serializing)]
+    pub sso_full: Option<String>,
+}
+
+impl Default for CallLogEntry {
+    fn default() -> Self {
+        CallLogEntry {
+            id: String::new(),
+            timestamp: 0,
+            sso: String::new(),
+            model: String::new(),
+            success: true,
+            status_code: 0,
+            token_consumed: 1,
+            response_time: 0.0,
+            error_message: String::new(),
+            proxy_used: String::new(),
+            media_urls: Vec::new(),
+            token_id: String::new(),
+            stream: false,
+            first_byte_ms: None,
+            retries: 0,
+            prompt_tokens: None,
+            completion_tokens: None,
+            client_ip: String::new(),
+            request_id: String::new(),
+            route: String::new(),
+            sso_full: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
