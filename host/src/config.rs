@@ -241,6 +241,13 @@ impl GrokSettings {
 }
 
 impl GlobalSettings {
+    /// The validated time zone (validation guarantees it parses).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai)
+    }
+    pub fn log_flush_every(&self) -> Duration {
+        secs(self.log_flush_interval).max(Duration::from_millis(10))
+    }
     pub fn batch_save_every(&self) -> Duration {
         secs(self.batch_save_interval).max(Duration::from_millis(50))
     }
@@ -396,8 +403,14 @@ impl Settings {
         if k.max_retries > 10 {
             return Err(bad("grok.max_retries", "at most 10".into()));
         }
-        if g.timezone.trim().is_empty() {
-            return Err(bad("global.timezone", "must not be empty".into()));
+        if g.timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(bad(
+                "global.timezone",
+                format!(
+                    "`{}` is not an IANA time zone name (e.g. Asia/Shanghai, UTC)",
+                    g.timezone
+                ),
+            ));
         }
         Ok(())
     }
@@ -596,6 +609,7 @@ mod tests {
                 "grok.retry_status_codes",
             ),
             ("[global]\nlog_level = \"LOUD\"\n", "global.log_level"),
+            ("[global]\ntimezone = \"Mars/Olympus\"\n", "global.timezone"),
             (
                 "[grok]\nstream_chunk_timeout = -1\n",
                 "grok.stream_chunk_timeout",

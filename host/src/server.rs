@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::api::{router, AppInner, AppState};
 use crate::auth::Sessions;
-use crate::calllog::CallLog;
+use crate::calllog::{CallLog, CallLogOptions};
 use crate::config::{Startup, StorageMode};
 use crate::proxy::{ClientOptions, StaticEgress};
 use crate::storage::{FileStorage, Storage, StorageError};
@@ -54,15 +54,25 @@ pub async fn run(
             connect_timeout: settings.grok.connect_timeout(),
         },
     )?);
-    let calllog = CallLog::default();
+    let calllog = CallLog::start(
+        storage.clone(),
+        &tokens,
+        CallLogOptions {
+            max_count: settings.global.log_max_count,
+            flush_interval: settings.global.log_flush_every(),
+            log_models_calls: settings.global.log_models_calls,
+        },
+    )
+    .await?;
     let upstream = UpstreamConfig::new(settings.clone()).map_err(ServerError::Settings)?;
-    let forwarder = Forwarder::new(upstream, tokens.clone(), egress, calllog);
+    let forwarder = Forwarder::new(upstream, tokens.clone(), egress, calllog.clone());
 
     let state = AppState(Arc::new(AppInner {
         settings: settings.clone(),
         forwarder,
         tokens: tokens.clone(),
         sessions,
+        calllog: calllog.clone(),
         storage_mode: startup.storage_mode,
         started: Instant::now(),
     }));
@@ -110,7 +120,7 @@ pub async fn run(
         r = &mut serve => {
             // The server ended on its own: an error; still flush what we have.
             let r = r.map_err(|e| ServerError::Serve(std::io::Error::other(e)));
-            flush(&tokens, &stop_tx, saver).await;
+            flush(&tokens, &calllog, &stop_tx, saver).await;
             return r?.map_err(ServerError::Serve);
         }
         _ = signal_rx => {}
@@ -129,18 +139,22 @@ pub async fn run(
             serve.abort();
         }
     }
-    flush(&tokens, &stop_tx, saver).await;
+    flush(&tokens, &calllog, &stop_tx, saver).await;
     tracing::info!("bye");
     Ok(())
 }
 
 async fn flush(
     tokens: &TokenPool,
+    calllog: &CallLog,
     stop_tx: &tokio::sync::watch::Sender<bool>,
     saver: tokio::task::JoinHandle<()>,
 ) {
     let _ = stop_tx.send(true);
     let _ = saver.await;
+    calllog.shutdown().await;
+    let q = calllog.queue_stats();
+    tracing::info!(recorded = q.recorded, dropped = q.dropped, "call log saved");
     match tokens.save_if_dirty().await {
         Ok(true) => tracing::info!("token state saved"),
         Ok(false) => {}

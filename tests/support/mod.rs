@@ -308,3 +308,10 @@ pub fn credential(resp: &reqwest::Response) -> String {
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default()
 }
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

@@ -2,6 +2,7 @@
 
 mod admin;
 pub mod error;
+mod logs;
 mod openai;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use axum::{Json, Router};
 use http::HeaderValue;
 
 use crate::auth::Sessions;
+use crate::calllog::CallLog;
 use crate::config::{Settings, StorageMode};
 use crate::tokens::TokenPool;
 use crate::upstream::Forwarder;
@@ -25,6 +27,7 @@ pub struct AppInner {
     pub forwarder: Forwarder,
     pub tokens: Arc<TokenPool>,
     pub sessions: Sessions,
+    pub calllog: CallLog,
     pub storage_mode: StorageMode,
     pub started: Instant,
 }

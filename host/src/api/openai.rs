@@ -116,7 +116,8 @@ async fn forward(state: &AppState, req: UpstreamRequest, record: CallRecord) -> 
         Ok(resp) => resp,
         Err((err, mut record)) => {
             let (status, kind, code) = err.parts();
-            record.status_code = status.as_u16();
+            // The log keeps the upstream's real status; without an answer, the status the client got.
+            record.status_code = err.upstream_status().unwrap_or(status.as_u16());
             record.error_message = err.to_string();
             let retry_after = err.retry_after();
             let message = match &err {

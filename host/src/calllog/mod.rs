@@ -1,9 +1,30 @@
-//! The record of one OpenAI-route call, written when the call really ends (for a stream: when the stream ends).
+//! The call log: one entry per OpenAI-route call, written when the call really ends (for a stream: when the
+//! stream ends), kept in memory for queries and persisted in batches.
 //!
-//! Every finished call produces one request log line here. Persisting, querying and stats of the call log build
-//! on the same record.
+//! The request path only converts its record and `try_send`s it into a bounded channel; when the channel is
+//! full the entry is counted as dropped, never waited for. One writer task owns the log: it inserts entries,
+//! trims to `global.log_max_count`, appends each batch to storage every `global.log_flush_interval`, and
+//! compacts (rewrites the whole log) now and then and at shutdown.
 
-use std::time::Instant;
+pub mod scan;
+pub mod store;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::storage::{CallLogEntry, Storage, StorageError};
+use crate::tokens::TokenPool;
+pub use store::{LogFilter, LogStats, LogStore};
+
+/// Entries waiting for the writer; beyond this they are dropped and counted.
+pub const QUEUE_CAPACITY: usize = 16_384;
+/// Journal entries after which the writer compacts.
+const COMPACT_AFTER: usize = 20_000;
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
 
 /// How a call ended, filled in by the forwarder as it learns things.
 #[derive(Debug, Clone)]
@@ -25,6 +46,7 @@ pub struct CallRecord {
     pub status_code: u16,
     pub success: bool,
     pub error_message: String,
+    pub findings: scan::Findings,
 }
 
 impl CallRecord {
@@ -45,47 +67,401 @@ impl CallRecord {
             status_code: 0,
             success: false,
             error_message: String::new(),
+            findings: scan::Findings::default(),
+        }
+    }
+
+    fn into_entry(self) -> CallLogEntry {
+        CallLogEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            timestamp: self.timestamp_ms,
+            sso: self.token_masked.unwrap_or_default(),
+            model: self.model,
+            success: self.success,
+            status_code: self.status_code,
+            token_consumed: 1,
+            response_time: self.started.elapsed().as_secs_f64(),
+            error_message: self.error_message,
+            proxy_used: self.proxy.unwrap_or_default(),
+            media_urls: self.findings.media_urls,
+            token_id: self.token_id.unwrap_or_default(),
+            stream: self.stream,
+            first_byte_ms: self.first_byte_ms,
+            retries: self.retries.len() as u32,
+            prompt_tokens: self.findings.prompt_tokens,
+            completion_tokens: self.findings.completion_tokens,
+            client_ip: self.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            request_id: self.request_id,
+            route: self.route.to_string(),
+            sso_full: None,
         }
     }
 }
 
-/// Where finished records go. Cheap to clone; never blocks the caller.
-#[derive(Clone, Default)]
-pub struct CallLog {}
+#[derive(Debug, Default)]
+struct Counters {
+    recorded: AtomicU64,
+    dropped: AtomicU64,
+    persist_errors: AtomicU64,
+}
+
+enum Control {
+    /// Keep the newest N; answers how many were deleted.
+    KeepNewest(usize, oneshot::Sender<Result<usize, StorageError>>),
+    /// Drain the queue, persist everything, stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle to the call log. Cheap to clone; recording never blocks.
+#[derive(Clone)]
+pub struct CallLog {
+    tx: mpsc::Sender<CallLogEntry>,
+    control: mpsc::Sender<Control>,
+    store: Arc<RwLock<LogStore>>,
+    counters: Arc<Counters>,
+    log_models_calls: bool,
+    /// `global.log_max_count = 0`: the call log is off (only log lines are written).
+    disabled: bool,
+}
+
+/// Queue and health figures for the admin API and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueStats {
+    pub recorded: u64,
+    pub dropped: u64,
+    pub queue_depth: usize,
+    pub persist_errors: u64,
+}
+
+pub struct CallLogOptions {
+    pub max_count: usize,
+    pub flush_interval: Duration,
+    pub log_models_calls: bool,
+}
 
 impl CallLog {
-    pub fn finish(&self, record: CallRecord) {
-        let elapsed_ms = record.started.elapsed().as_secs_f64() * 1000.0;
-        let retries = record.retries.join(", ");
-        if record.success {
-            tracing::info!(
-                request_id = %record.request_id,
-                route = record.route,
-                model = %record.model,
-                stream = record.stream,
-                status = record.status_code,
-                token = record.token_id.as_deref().unwrap_or("-"),
-                egress = record.proxy.as_deref().unwrap_or("-"),
-                retries = %retries,
-                first_byte_ms = record.first_byte_ms,
-                elapsed_ms = format_args!("{elapsed_ms:.1}"),
-                "request done"
-            );
-        } else {
-            tracing::warn!(
-                request_id = %record.request_id,
-                route = record.route,
-                model = %record.model,
-                stream = record.stream,
-                status = record.status_code,
-                token = record.token_id.as_deref().unwrap_or("-"),
-                egress = record.proxy.as_deref().unwrap_or("-"),
-                retries = %retries,
-                first_byte_ms = record.first_byte_ms,
-                elapsed_ms = format_args!("{elapsed_ms:.1}"),
-                error = %record.error_message,
-                "request failed"
-            );
+    /// Loads the stored log (mapping Grok2API's `sso_full` to token ids) and starts the writer task.
+    pub async fn start(
+        storage: Arc<dyn Storage>,
+        tokens: &TokenPool,
+        opts: CallLogOptions,
+    ) -> Result<CallLog, StorageError> {
+        let loaded = storage.load_call_logs().await?;
+        let mut store = LogStore::new(opts.max_count);
+        for mut e in loaded {
+            if let Some(full) = e.sso_full.take().filter(|s| !s.is_empty()) {
+                if let Some(t) = tokens.find(&full) {
+                    e.token_id = t.id.clone();
+                    e.sso = t.masked();
+                } else if e.sso.is_empty() || e.sso == full {
+                    e.sso = crate::secret::mask(&full);
+                }
+            }
+            store.insert(Arc::new(e));
         }
+        let store = Arc::new(RwLock::new(store));
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (control, control_rx) = mpsc::channel(8);
+        let log = CallLog {
+            tx,
+            control,
+            store: store.clone(),
+            counters: Arc::default(),
+            log_models_calls: opts.log_models_calls,
+            disabled: opts.max_count == 0,
+        };
+        let writer = Writer {
+            rx,
+            control: control_rx,
+            store,
+            storage,
+            counters: log.counters.clone(),
+            pending: Vec::new(),
+            journaled: 0,
+            last_compaction: Instant::now(),
+            flush_interval: opts.flush_interval,
+        };
+        // Fold what was loaded (journal, Grok2API secrets to scrub, entries past retention) into one clean file.
+        let initial_compaction = !writer.store.read().is_empty();
+        tokio::spawn(writer.run(initial_compaction));
+        Ok(log)
+    }
+
+    /// Records a finished call: one log line, and one entry unless it is a `/v1/models` call that is not logged.
+    pub fn finish(&self, record: CallRecord) {
+        log_line(&record);
+        if self.disabled || (record.route.starts_with("/v1/models") && !self.log_models_calls) {
+            return;
+        }
+        match self.tx.try_send(record.into_entry()) {
+            Ok(()) => {
+                self.counters.recorded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Arc<RwLock<LogStore>> {
+        &self.store
+    }
+
+    pub fn queue_stats(&self) -> QueueStats {
+        QueueStats {
+            recorded: self.counters.recorded.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            queue_depth: QUEUE_CAPACITY - self.tx.capacity(),
+            persist_errors: self.counters.persist_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Keeps the newest `keep` entries (0 clears the log) and persists the result at once.
+    pub async fn keep_newest(&self, keep: usize) -> Result<usize, StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::KeepNewest(keep, tx))
+            .await
+            .map_err(|_| StorageError::Task("call-log writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StorageError::Task("call-log writer stopped".into()))?
+    }
+
+    /// Persists everything recorded so far and stops the writer.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Writer {
+    rx: mpsc::Receiver<CallLogEntry>,
+    control: mpsc::Receiver<Control>,
+    store: Arc<RwLock<LogStore>>,
+    storage: Arc<dyn Storage>,
+    counters: Arc<Counters>,
+    /// Entries in memory but not yet persisted.
+    pending: Vec<Arc<CallLogEntry>>,
+    /// Entries in the journal since the last compaction.
+    journaled: usize,
+    last_compaction: Instant,
+    flush_interval: Duration,
+}
+
+impl Writer {
+    async fn run(mut self, initial_compaction: bool) {
+        if initial_compaction {
+            let _ = self.compact().await;
+        }
+        let mut tick = tokio::time::interval(self.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = Vec::with_capacity(256);
+        loop {
+            tokio::select! {
+                n = self.rx.recv_many(&mut buf, 1024) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.take(&mut buf);
+                }
+                _ = tick.tick() => self.flush().await,
+                c = self.control.recv() => match c {
+                    Some(Control::KeepNewest(keep, reply)) => {
+                        self.drain_queue(&mut buf);
+                        let deleted = self.store.write().keep_newest(keep);
+                        let r = self.compact().await.map(|_| deleted);
+                        let _ = reply.send(r);
+                    }
+                    Some(Control::Shutdown(reply)) => {
+                        self.drain_queue(&mut buf);
+                        let _ = self.compact().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    None => break,
+                },
+            }
+        }
+        self.drain_queue(&mut buf);
+        let _ = self.compact().await;
+    }
+
+    fn take(&mut self, buf: &mut Vec<CallLogEntry>) {
+        let mut store = self.store.write();
+        for e in buf.drain(..) {
+            let e = Arc::new(e);
+            store.insert(e.clone());
+            self.pending.push(e);
+        }
+    }
+
+    fn drain_queue(&mut self, buf: &mut Vec<CallLogEntry>) {
+        while let Ok(e) = self.rx.try_recv() {
+            buf.push(e);
+        }
+        self.take(buf);
+    }
+
+    async fn flush(&mut self) {
+        let due = self.journaled >= COMPACT_AFTER
+            || (self.journaled > 0 && self.last_compaction.elapsed() >= COMPACT_EVERY);
+        if due {
+            let _ = self.compact().await;
+            return;
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let n = batch.len();
+        match self.storage.append_call_logs(batch.clone()).await {
+            Ok(()) => self.journaled += n,
+            Err(e) => {
+                // Keep them for the next attempt: nothing recorded is given up on.
+                self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, entries = n, "persisting call-log entries failed; will retry");
+                let mut batch = batch;
+                batch.append(&mut self.pending);
+                self.pending = batch;
+            }
+        }
+    }
+
+    async fn compact(&mut self) -> Result<(), StorageError> {
+        let all = self.store.read().all();
+        match self.storage.replace_call_logs(all).await {
+            Ok(()) => {
+                self.pending.clear();
+                self.journaled = 0;
+                self.last_compaction = Instant::now();
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "rewriting the call log failed; will retry");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The request's log line, with every retry.
+fn log_line(record: &CallRecord) {
+    let elapsed_ms = record.started.elapsed().as_secs_f64() * 1000.0;
+    let retries = record.retries.join(", ");
+    let token = record.token_id.as_deref().unwrap_or("-");
+    let egress = record.proxy.as_deref().unwrap_or("-");
+    if record.success {
+        tracing::info!(
+            request_id = %record.request_id,
+            route = record.route,
+            model = %record.model,
+            stream = record.stream,
+            status = record.status_code,
+            token,
+            egress,
+            retries = %retries,
+            first_byte_ms = record.first_byte_ms,
+            elapsed_ms = format_args!("{elapsed_ms:.1}"),
+            "request done"
+        );
+    } else {
+        tracing::warn!(
+            request_id = %record.request_id,
+            route = record.route,
+            model = %record.model,
+            stream = record.stream,
+            status = record.status_code,
+            token,
+            egress,
+            retries = %retries,
+            first_byte_ms = record.first_byte_ms,
+            elapsed_ms = format_args!("{elapsed_ms:.1}"),
+            error = %record.error_message,
+            "request failed"
+        );
+    }
+}
+
+/// Unix ms of today's midnight in `tz`.
+pub fn today_start_ms(tz: chrono_tz::Tz) -> i64 {
+    use chrono::TimeZone;
+    let now = chrono::Utc::now().with_timezone(&tz);
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default();
+    tz.from_local_datetime(&midnight)
+        .earliest()
+        .map(|d| d.timestamp_millis())
+        .unwrap_or_else(|| now.timestamp_millis() - 86_400_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FileStorage;
+
+    #[test]
+    fn today_in_shanghai() {
+        let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+        let start = today_start_ms(tz);
+        let now = crate::util::now_ms();
+        assert!(start <= now && now - start < 86_400_000);
+        // Shanghai midnight is 16:00 UTC.
+        assert_eq!(start.rem_euclid(86_400_000), 16 * 3_600_000);
+    }
+
+    #[tokio::test]
+    async fn records_flush_and_survive_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FileStorage::new(dir.path()).unwrap());
+        let tokens = TokenPool::load(storage.clone()).await.unwrap();
+        let opts = || CallLogOptions {
+            max_count: 3,
+            flush_interval: Duration::from_millis(20),
+            log_models_calls: false,
+        };
+        let log = CallLog::start(storage.clone(), &tokens, opts())
+            .await
+            .unwrap();
+        for i in 0..5 {
+            let mut r = CallRecord::new(
+                format!("r{i}"),
+                "/v1/chat/completions",
+                "grok-4".into(),
+                false,
+            );
+            r.timestamp_ms = 1000 + i;
+            r.success = i % 2 == 0;
+            log.finish(r);
+        }
+        log.finish(CallRecord::new(
+            "m".into(),
+            "/v1/models",
+            String::new(),
+            false,
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(log.store().read().len(), 3);
+        assert_eq!(log.queue_stats().recorded, 5);
+        assert!(
+            std::fs::metadata(dir.path().join("call_logs.journal.ndjson"))
+                .unwrap()
+                .len()
+                > 0
+        );
+        log.shutdown().await;
+
+        let again = CallLog::start(storage, &tokens, opts()).await.unwrap();
+        let ts: Vec<i64> = again
+            .store()
+            .read()
+            .all()
+            .iter()
+            .map(|e| e.timestamp)
+            .collect();
+        assert_eq!(ts, vec![1002, 1003, 1004]);
+        assert_eq!(again.keep_newest(1).await.unwrap(), 2);
+        assert_eq!(again.store().read().len(), 1);
     }
 }

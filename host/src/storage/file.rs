@@ -2,17 +2,36 @@
 //! the same directory, fsync, rename, fsync of the directory. A file that cannot be read is moved aside to
 //! `NAME.corrupt-<unix time>` and never overwritten.
 
+use std::collections::HashSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{SessionRecord, Storage, StorageError, TokenFile};
+use super::{CallLogEntry, SessionRecord, Storage, StorageError, TokenFile};
 use crate::config::StorageMode;
 
 pub const TOKENS_FILE: &str = "token.json";
 pub const SESSIONS_FILE: &str = "admin_sessions.json";
+/// Grok2API's call-log file: `{"logs": [...oldest first...], "meta": {...}}`, rewritten at compaction only.
+pub const CALL_LOGS_FILE: &str = "call_logs.json";
+/// New entries since the last compaction, one JSON object a line, appended at every flush.
+pub const CALL_LOGS_JOURNAL: &str = "call_logs.journal.ndjson";
+
+#[derive(serde::Deserialize, Default)]
+struct CallLogFile {
+    #[serde(default)]
+    logs: Vec<CallLogEntry>,
+}
+
+#[derive(serde::Serialize)]
+struct CallLogFileOut<'a> {
+    logs: &'a [Arc<CallLogEntry>],
+    meta: serde_json::Value,
+}
 
 #[derive(Debug, Clone)]
 pub struct FileStorage {
@@ -175,12 +194,202 @@ impl Storage for FileStorage {
     async fn save_sessions(&self, sessions: &[SessionRecord]) -> Result<(), StorageError> {
         self.save_json(SESSIONS_FILE, sessions).await
     }
+
+    async fn load_call_logs(&self) -> Result<Vec<CallLogEntry>, StorageError> {
+        let dir = self.dir.clone();
+        blocking(move || load_call_logs(&dir)).await?
+    }
+
+    async fn append_call_logs(&self, batch: Vec<Arc<CallLogEntry>>) -> Result<(), StorageError> {
+        let path = self.dir.join(CALL_LOGS_JOURNAL);
+        blocking(move || {
+            let io = |source| StorageError::Io {
+                what: path.display().to_string(),
+                source,
+            };
+            let mut buf = Vec::with_capacity(batch.len() * 400);
+            for e in &batch {
+                serde_json::to_writer(&mut buf, e.as_ref()).map_err(|source| {
+                    StorageError::Encode {
+                        what: CALL_LOGS_JOURNAL.into(),
+                        source,
+                    }
+                })?;
+                buf.push(b'\n');
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io)?;
+            f.write_all(&buf).map_err(io)?;
+            // Durable before the batch counts as persisted.
+            f.sync_data().map_err(io)
+        })
+        .await?
+    }
+
+    async fn replace_call_logs(&self, all: Vec<Arc<CallLogEntry>>) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let out = CallLogFileOut {
+                logs: &all,
+                meta: serde_json::json!({"total_count": all.len(), "last_save": crate::util::now_ms()}),
+            };
+            let bytes = serde_json::to_vec_pretty(&out).map_err(|source| StorageError::Encode {
+                what: CALL_LOGS_FILE.into(),
+                source,
+            })?;
+            write_atomic(&dir.join(CALL_LOGS_FILE), &bytes)?;
+            // Only once the full file is in place may the journal go; a crash in between leaves duplicates,
+            // which loading removes.
+            let journal = dir.join(CALL_LOGS_JOURNAL);
+            match std::fs::OpenOptions::new().write(true).truncate(true).open(&journal) {
+                Ok(f) => f.sync_all().map_err(|source| StorageError::Io {
+                    what: journal.display().to_string(),
+                    source,
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(StorageError::Io {
+                    what: journal.display().to_string(),
+                    source,
+                }),
+            }
+        })
+        .await?
+    }
+}
+
+/// `call_logs.json` (an unreadable one is set aside) plus the journal (a torn last line from a crash is
+/// skipped), without duplicates.
+fn load_call_logs(dir: &Path) -> Result<Vec<CallLogEntry>, StorageError> {
+    let file: CallLogFile = read_json_or_set_aside(&dir.join(CALL_LOGS_FILE))?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(file.logs.len());
+    for mut e in file.logs {
+        if e.id.is_empty() {
+            e.id = uuid::Uuid::new_v4().to_string();
+        }
+        if seen.insert(e.id.clone()) {
+            out.push(e);
+        }
+    }
+    let journal = dir.join(CALL_LOGS_JOURNAL);
+    let bytes = match std::fs::read(&journal) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(source) => {
+            return Err(StorageError::Io {
+                what: journal.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut skipped = 0;
+    for line in bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+    {
+        match serde_json::from_slice::<CallLogEntry>(line) {
+            Ok(e) if !e.id.is_empty() => {
+                if seen.insert(e.id.clone()) {
+                    out.push(e);
+                }
+            }
+            _ => skipped += 1,
+        }
+    }
+    if skipped > 0 {
+        tracing::warn!(skipped, file = %journal.display(), "skipped unreadable call-log journal lines");
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::TokenRecord;
+
+    fn entry(id: &str, ts: i64) -> Arc<CallLogEntry> {
+        Arc::new(CallLogEntry {
+            id: id.into(),
+            timestamp: ts,
+            ..CallLogEntry::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn call_log_journal_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStorage::new(dir.path()).unwrap();
+        s.append_call_logs(vec![entry("a", 1), entry("b", 2)])
+            .await
+            .unwrap();
+        // A crash mid-append leaves a torn line: it is skipped, the rest loads.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(CALL_LOGS_JOURNAL))
+            .unwrap();
+        f.write_all(b"{\"id\":\"c\",\"timest").unwrap();
+        let ids: Vec<String> = s
+            .load_call_logs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec!["a", "b"]);
+        s.replace_call_logs(vec![entry("a", 1), entry("b", 2)])
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join(CALL_LOGS_JOURNAL))
+                .unwrap()
+                .len(),
+            0
+        );
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(CALL_LOGS_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(file["logs"].as_array().unwrap().len(), 2);
+        assert_eq!(file["meta"]["total_count"], 2);
+        // Duplicates between file and journal (crash after compaction, before truncation) load once.
+        s.append_call_logs(vec![entry("b", 2), entry("d", 4)])
+            .await
+            .unwrap();
+        let ids: Vec<String> = s
+            .load_call_logs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec!["a", "b", "d"]);
+    }
+
+    #[tokio::test]
+    async fn grok2api_call_log_file_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CALL_LOGS_FILE),
+            r#"{"logs": [{"id": "x1", "timestamp": 1737500000000, "sso": "eyJ0eXAiOi****",
+              "sso_full": "eyJ0eXAiOiJKV1Qi.full", "model": "grok-4-fast", "success": false,
+              "status_code": 0, "token_consumed": 1, "response_time": 2.71, "error_message": "boom",
+              "proxy_used": "", "media_urls": []}], "meta": {"total_count": 1, "last_save": 1}}"#,
+        )
+        .unwrap();
+        let s = FileStorage::new(dir.path()).unwrap();
+        let logs = s.load_call_logs().await.unwrap();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].sso_full.as_deref(), Some("eyJ0eXAiOiJKV1Qi.full"));
+        assert_eq!(logs[0].error_message, "boom");
+        // Written back without the secret.
+        s.replace_call_logs(logs.into_iter().map(Arc::new).collect())
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(dir.path().join(CALL_LOGS_FILE)).unwrap();
+        assert!(!text.contains("eyJ0eXAiOiJKV1Qi.full"));
+    }
 
     #[tokio::test]
     async fn round_trip_tokens() {

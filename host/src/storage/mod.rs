@@ -4,6 +4,8 @@
 mod file;
 pub mod types;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use thiserror::Error;
 
@@ -40,4 +42,13 @@ pub trait Storage: Send + Sync + 'static {
     async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StorageError>;
     /// Replaces the stored sessions with `sessions`.
     async fn save_sessions(&self, sessions: &[SessionRecord]) -> Result<(), StorageError>;
+
+    // -- call log: one writer task calls these, never concurrently --
+
+    /// Every stored entry (any order; the caller sorts and trims).
+    async fn load_call_logs(&self) -> Result<Vec<CallLogEntry>, StorageError>;
+    /// Makes new entries durable cheaply (file: appended to a journal).
+    async fn append_call_logs(&self, batch: Vec<Arc<CallLogEntry>>) -> Result<(), StorageError>;
+    /// Replaces everything stored with `all` (compaction, retention, deletion).
+    async fn replace_call_logs(&self, all: Vec<Arc<CallLogEntry>>) -> Result<(), StorageError>;
 }

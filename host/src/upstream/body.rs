@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
+use crate::calllog::scan::SseScanner;
 use crate::calllog::{CallLog, CallRecord};
 
 pub struct Timeouts {
@@ -30,6 +31,8 @@ pub struct TimedBody {
     record: Option<CallRecord>,
     calllog: CallLog,
     done: bool,
+    /// Reads media links and usage off SSE events as they pass (SSE only).
+    scanner: Option<SseScanner>,
 }
 
 impl TimedBody {
@@ -52,14 +55,30 @@ impl TimedBody {
             record: Some(record),
             calllog,
             done: false,
+            scanner: sse.then(SseScanner::default),
         }
     }
 
     fn finish(&mut self, success: bool, error: &str) {
         if let Some(mut r) = self.record.take() {
+            let mut success = success;
+            let mut error = error.to_string();
+            if let Some(scanner) = self.scanner.take() {
+                r.findings = scanner.finish();
+                // A clean end of the byte stream is not yet a complete answer.
+                if success {
+                    if let Some(e) = &r.findings.stream_error {
+                        success = false;
+                        error = format!("upstream error mid-stream: {e}");
+                    } else if !r.findings.stream_complete {
+                        success = false;
+                        error = "upstream ended the stream before the answer was complete".into();
+                    }
+                }
+            }
             r.success = success;
             if !success {
-                r.error_message = error.to_string();
+                r.error_message = error;
             }
             self.calllog.finish(r);
         }
@@ -96,6 +115,9 @@ impl Stream for TimedBody {
                     next = next.min(total);
                 }
                 this.sleep.as_mut().reset(next);
+                if let Some(scanner) = &mut this.scanner {
+                    scanner.feed(&chunk);
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {

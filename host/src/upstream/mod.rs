@@ -73,6 +73,15 @@ impl ForwardError {
         }
     }
 
+    /// The status the upstream last answered, when the failure came from an answer.
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            ForwardError::Upstream { status, .. } => Some(*status),
+            ForwardError::RateLimited { .. } => Some(429),
+            _ => None,
+        }
+    }
+
     /// A `Retry-After` value for the client, when there is one to give.
     pub fn retry_after(&self) -> Option<HeaderValue> {
         match self {
@@ -439,6 +448,7 @@ impl Forwarder {
         match body {
             Ok(bytes) => {
                 record.success = true;
+                record.findings = crate::calllog::scan::scan_json(&bytes);
                 self.calllog.finish(record);
                 let mut out = Response::new(Body::from(bytes));
                 *out.status_mut() = status;

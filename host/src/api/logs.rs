@@ -1,0 +1,257 @@
+//! Call-log admin routes: `/api/logs`, `/api/logs/stats`, `/api/logs/models`, `DELETE /api/logs`,
+//! `/api/logs/export`. Grok2API's parameter names and envelopes; invalid parameters get 400 naming the
+//! parameter; no time window is applied unless asked for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::calllog::{today_start_ms, LogFilter};
+use crate::storage::CallLogEntry;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/logs", get(list).delete(clear))
+        .route("/api/logs/stats", get(stats))
+        .route("/api/logs/models", get(models))
+        .route("/api/logs/export", get(export))
+}
+
+type Params = Query<HashMap<String, String>>;
+
+fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+fn int<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    name: &'static str,
+) -> Result<Option<T>, ApiError> {
+    param(q, name)
+        .map(|v| {
+            v.parse::<T>().map_err(|_| {
+                ApiError::bad_param(name, format!("`{name}` must be an integer, got `{v}`"))
+            })
+        })
+        .transpose()
+}
+
+/// Grok2API accepted pydantic's booleans: true/false/1/0/yes/no/on/off/t/f/y/n.
+fn boolean(q: &HashMap<String, String>, name: &'static str) -> Result<Option<bool>, ApiError> {
+    param(q, name)
+        .map(|v| match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "t" | "y" => Ok(true),
+            "false" | "0" | "no" | "off" | "f" | "n" => Ok(false),
+            _ => Err(ApiError::bad_param(
+                name,
+                format!("`{name}` must be true or false, got `{v}`"),
+            )),
+        })
+        .transpose()
+}
+
+fn filter(q: &HashMap<String, String>) -> Result<LogFilter, ApiError> {
+    let f = LogFilter {
+        sso: param(q, "sso").map(str::to_string),
+        token_id: param(q, "token_id").map(str::to_string),
+        success: boolean(q, "success")?,
+        model: param(q, "model").map(str::to_string),
+        start_time: int(q, "start_time")?,
+        end_time: int(q, "end_time")?,
+        status_code: int(q, "status_code")?,
+    };
+    if let (Some(s), Some(e)) = (f.start_time, f.end_time) {
+        if s > e {
+            return Err(ApiError::bad_param(
+                "start_time",
+                "`start_time` is after `end_time`",
+            ));
+        }
+    }
+    Ok(f)
+}
+
+/// An entry as the admin API shows it: `response_time` rounded to milliseconds, as Grok2API did.
+fn view(e: &CallLogEntry) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    v["response_time"] = json!((e.response_time * 1000.0).round() / 1000.0);
+    v
+}
+
+async fn list(
+    State(state): State<AppState>,
+    q: Result<Params, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let f = filter(&q)?;
+    let page: i64 = int(&q, "page")?.unwrap_or(1);
+    if page < 1 {
+        return Err(ApiError::bad_param("page", "`page` must be 1 or more"));
+    }
+    let page_size: i64 = int(&q, "page_size")?.unwrap_or(50);
+    if !(1..=1000).contains(&page_size) {
+        return Err(ApiError::bad_param(
+            "page_size",
+            "`page_size` must be from 1 to 1000",
+        ));
+    }
+    let (total, rows) = state
+        .calllog
+        .store()
+        .read()
+        .query(&f, page as usize, page_size as usize);
+    let data: Vec<serde_json::Value> = rows.iter().map(|e| view(e)).collect();
+    Ok(Json(json!({"success": true, "data": data, "total": total, "page": page, "page_size": page_size})).into_response())
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    q: Result<Params, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let f = filter(&q)?;
+    let today = today_start_ms(state.settings.global.tz());
+    let s = state.calllog.store().read().stats(&f, today);
+    let queue = state.calllog.queue_stats();
+    let mut data = serde_json::to_value(&s).unwrap_or_default();
+    data["dropped"] = json!(queue.dropped);
+    data["queue_depth"] = json!(queue.queue_depth);
+    data["timezone"] = json!(state.settings.global.timezone);
+    Ok(Json(json!({"success": true, "data": data})).into_response())
+}
+
+async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({"success": true, "data": state.calllog.store().read().models()}))
+}
+
+async fn clear(
+    State(state): State<AppState>,
+    q: Result<Params, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let keep = match param(&q, "max_count") {
+        None => state.settings.global.log_max_count,
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            ApiError::bad_param(
+                "max_count",
+                format!("`max_count` must be a whole number 0 or more, got `{v}`"),
+            )
+        })?,
+    };
+    let deleted = state
+        .calllog
+        .keep_newest(keep)
+        .await
+        .map_err(|e| ApiError::internal(format!("清理日志失败: {e}")))?;
+    Ok(Json(json!({"success": true, "message": format!("成功清理 {deleted} 条日志"), "deleted_count": deleted})).into_response())
+}
+
+const CSV_COLUMNS: &[&str] = &[
+    "id",
+    "timestamp",
+    "token_id",
+    "sso",
+    "model",
+    "route",
+    "stream",
+    "success",
+    "status_code",
+    "response_time",
+    "first_byte_ms",
+    "retries",
+    "prompt_tokens",
+    "completion_tokens",
+    "proxy_used",
+    "client_ip",
+    "request_id",
+    "error_message",
+    "media_urls",
+];
+
+fn csv_row(e: &CallLogEntry) -> Bytes {
+    let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+    let mut w = csv::Writer::from_writer(Vec::with_capacity(256));
+    let _ = w.write_record([
+        e.id.clone(),
+        e.timestamp.to_string(),
+        e.token_id.clone(),
+        e.sso.clone(),
+        e.model.clone(),
+        e.route.clone(),
+        e.stream.to_string(),
+        e.success.to_string(),
+        e.status_code.to_string(),
+        format!("{:.3}", e.response_time),
+        opt(e.first_byte_ms),
+        e.retries.to_string(),
+        opt(e.prompt_tokens),
+        opt(e.completion_tokens),
+        e.proxy_used.clone(),
+        e.client_ip.clone(),
+        e.request_id.clone(),
+        e.error_message.clone(),
+        e.media_urls.join(" "),
+    ]);
+    Bytes::from(w.into_inner().unwrap_or_default())
+}
+
+/// Streams the matching entries (newest first) as NDJSON or CSV, a chunk of rows at a time.
+async fn export(
+    State(state): State<AppState>,
+    q: Result<Params, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let f = filter(&q)?;
+    let csv = match param(&q, "format").unwrap_or("ndjson") {
+        "ndjson" => false,
+        "csv" => true,
+        other => {
+            return Err(ApiError::bad_param(
+                "format",
+                format!("`format` must be ndjson or csv, got `{other}`"),
+            ))
+        }
+    };
+    // Snapshot (Arc clones) under the read lock; encode outside it while streaming.
+    let rows: Arc<Vec<Arc<CallLogEntry>>> = Arc::new(state.calllog.store().read().matching(&f));
+    let header = csv.then(|| {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let _ = w.write_record(CSV_COLUMNS);
+        Bytes::from(w.into_inner().unwrap_or_default())
+    });
+    let chunks = (0..rows.len()).step_by(500).map(move |start| {
+        let mut buf = Vec::new();
+        for e in &rows[start..(start + 500).min(rows.len())] {
+            if csv {
+                buf.extend_from_slice(&csv_row(e));
+            } else {
+                let _ = serde_json::to_writer(&mut buf, e.as_ref());
+                buf.push(b'\n');
+            }
+        }
+        Ok::<Bytes, std::io::Error>(Bytes::from(buf))
+    });
+    let stream = futures_util::stream::iter(header.into_iter().map(Ok).chain(chunks));
+    let (ctype, name) = if csv {
+        ("text/csv; charset=utf-8", "call_logs.csv")
+    } else {
+        ("application/x-ndjson", "call_logs.ndjson")
+    };
+    Ok(Response::builder()
+        .header(http::header::CONTENT_TYPE, ctype)
+        .header(
+            http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        )
+        .body(Body::from_stream(stream))
+        .unwrap_or_default())
+}

@@ -1,0 +1,282 @@
+//! Reading what the call log wants from an answer — media URLs and token usage — without changing it.
+//! Non-streamed answers are parsed once; streamed ones are scanned event by event as they pass.
+
+use serde::Deserialize;
+
+/// What was found in an answer.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Findings {
+    pub media_urls: Vec<String>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    /// Stream only: an error event the upstream sent instead of (or after) content.
+    pub stream_error: Option<String>,
+    /// Stream only: a `finish_reason` or `[DONE]` was seen, i.e. the answer is complete.
+    pub stream_complete: bool,
+}
+
+/// The most answer text a stream scan keeps to look for image links in.
+const MAX_SCANNED_TEXT: usize = 1 << 20;
+
+#[derive(Deserialize)]
+struct Usage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    error: Option<serde_json::Value>,
+    #[serde(default)]
+    data: Vec<ImageData>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Option<Message>,
+    delta: Option<Message>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    content: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ImageData {
+    url: Option<String>,
+}
+
+impl Findings {
+    fn take_usage(&mut self, u: Option<Usage>) {
+        if let Some(u) = u {
+            self.prompt_tokens = u.prompt_tokens.or(self.prompt_tokens);
+            self.completion_tokens = u.completion_tokens.or(self.completion_tokens);
+        }
+    }
+
+    fn push_url(&mut self, url: &str) {
+        let url = url.trim();
+        if !url.is_empty() && !self.media_urls.iter().any(|u| u == url) {
+            self.media_urls.push(url.to_string());
+        }
+    }
+}
+
+/// Scans a whole JSON answer (chat completion or image generation).
+pub fn scan_json(body: &[u8]) -> Findings {
+    let mut f = Findings::default();
+    let Ok(a) = serde_json::from_slice::<Answer>(body) else {
+        return f;
+    };
+    f.take_usage(a.usage);
+    for d in a.data {
+        if let Some(u) = d.url {
+            f.push_url(&u);
+        }
+    }
+    for c in a.choices {
+        if let Some(content) = c.message.and_then(|m| m.content) {
+            scan_content(&content, &mut f, &mut String::new());
+        }
+    }
+    f
+}
+
+/// Text content is searched for markdown images; `image_url` parts give their URL directly.
+fn scan_content(content: &serde_json::Value, f: &mut Findings, text: &mut String) {
+    match content {
+        serde_json::Value::String(s) => {
+            for u in markdown_images(s) {
+                f.push_url(u);
+            }
+            if text.len() < MAX_SCANNED_TEXT {
+                text.push_str(s);
+            }
+        }
+        serde_json::Value::Array(parts) => {
+            for p in parts {
+                if let Some(u) = p.pointer("/image_url/url").and_then(|u| u.as_str()) {
+                    f.push_url(u);
+                } else if let Some(t) = p.get("text").and_then(|t| t.as_str()) {
+                    for u in markdown_images(t) {
+                        f.push_url(u);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// URLs of `![alt](url)` and `![alt](url "title")`.
+pub fn markdown_images(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("![") {
+        rest = &rest[i + 2..];
+        let Some(close) = rest.find("](") else { break };
+        let after = &rest[close + 2..];
+        let Some(end) = after.find(')') else { break };
+        let inner = after[..end].trim();
+        let url = inner.split_whitespace().next().unwrap_or("");
+        let url = url.trim_start_matches('<').trim_end_matches('>');
+        if url.starts_with("http://") || url.starts_with("https://") || url.starts_with("data:") {
+            out.push(url);
+        }
+        rest = &after[end..];
+    }
+    out
+}
+
+/// Scans an SSE stream as it passes: splits events across chunk boundaries, collects the streamed text and
+/// the usage chunk, and finds image links at the end (a link may be split over several deltas).
+#[derive(Default)]
+pub struct SseScanner {
+    line: Vec<u8>,
+    text: String,
+    findings: Findings,
+}
+
+impl SseScanner {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        for part in chunk.split_inclusive(|b| *b == b'\n') {
+            if part.last() != Some(&b'\n') {
+                // Incomplete line: keep it (bounded) until the rest arrives.
+                if self.line.len() + part.len() <= MAX_SCANNED_TEXT {
+                    self.line.extend_from_slice(part);
+                }
+                continue;
+            }
+            if self.line.is_empty() {
+                self.line_done(part);
+            } else {
+                self.line.extend_from_slice(part);
+                let line = std::mem::take(&mut self.line);
+                self.line_done(&line);
+            }
+        }
+    }
+
+    fn line_done(&mut self, line: &[u8]) {
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        let data = data.trim_ascii();
+        if data == b"[DONE]" {
+            self.findings.stream_complete = true;
+            return;
+        }
+        if data.is_empty() {
+            return;
+        }
+        let Ok(a) = serde_json::from_slice::<Answer>(data) else {
+            return;
+        };
+        self.findings.take_usage(a.usage);
+        if let Some(err) = a.error {
+            let msg = err
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| err.to_string());
+            self.findings.stream_error = Some(msg.chars().take(300).collect());
+        }
+        for c in a.choices {
+            if c.finish_reason.is_some() {
+                self.findings.stream_complete = true;
+            }
+            let Some(content) = c.delta.or(c.message).and_then(|m| m.content) else {
+                continue;
+            };
+            match &content {
+                serde_json::Value::String(s) => {
+                    if self.text.len() < MAX_SCANNED_TEXT {
+                        self.text.push_str(s);
+                    }
+                }
+                other => scan_content(other, &mut self.findings, &mut self.text),
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Findings {
+        let text = std::mem::take(&mut self.text);
+        for u in markdown_images(&text) {
+            self.findings.push_url(u);
+        }
+        self.findings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_answer() {
+        let f = scan_json(
+            br#"{"created":1,"data":[{"url":"https://x/a.png"},{"url":"https://x/b.png"}]}"#,
+        );
+        assert_eq!(f.media_urls, vec!["https://x/a.png", "https://x/b.png"]);
+    }
+
+    #[test]
+    fn chat_answer_with_markdown_and_usage() {
+        let body = br#"{"choices":[{"message":{"role":"assistant","content":"here ![cat](https://m/cat.png \"t\") and ![x](not-a-url)"}}],
+            "usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        let f = scan_json(body);
+        assert_eq!(f.media_urls, vec!["https://m/cat.png"]);
+        assert_eq!((f.prompt_tokens, f.completion_tokens), (Some(5), Some(7)));
+    }
+
+    #[test]
+    fn image_url_parts() {
+        let body = br#"{"choices":[{"message":{"content":[{"type":"image_url","image_url":{"url":"https://m/p.jpg"}},{"type":"text","text":"![a](https://m/q.jpg)"}]}}]}"#;
+        assert_eq!(
+            scan_json(body).media_urls,
+            vec!["https://m/p.jpg", "https://m/q.jpg"]
+        );
+    }
+
+    #[test]
+    fn stream_with_split_events_and_split_link() {
+        let events = [
+            "data: {\"choices\":[{\"delta\":{\"content\":\"look ![im\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"g](https://m/d\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"raw.png) done\"}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n",
+        ]
+        .concat();
+        // Feed in awkward pieces to cross every boundary.
+        let mut s = SseScanner::default();
+        for piece in events.as_bytes().chunks(7) {
+            s.feed(piece);
+        }
+        let f = s.finish();
+        assert!(f.stream_complete && f.stream_error.is_none());
+        assert_eq!(f.media_urls, vec!["https://m/draw.png"]);
+        assert_eq!((f.prompt_tokens, f.completion_tokens), (Some(3), Some(4)));
+    }
+
+    #[test]
+    fn stream_error_event_and_early_end() {
+        let mut s = SseScanner::default();
+        s.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"error\":{\"message\":\"overloaded\"}}\n\n");
+        let f = s.finish();
+        assert_eq!(f.stream_error.as_deref(), Some("overloaded"));
+        assert!(!f.stream_complete);
+    }
+
+    #[test]
+    fn garbage_is_ignored() {
+        assert_eq!(scan_json(b"not json"), Findings::default());
+        let mut s = SseScanner::default();
+        s.feed(b"data: {broken\n\n: comment\n");
+        assert_eq!(s.finish(), Findings::default());
+    }
+}
