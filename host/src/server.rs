@@ -92,6 +92,10 @@ pub async fn run(
             source,
         })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
+    // Without TCP_NODELAY small SSE frames wait for delayed ACKs (~40 ms each).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tracing::info!(
         addr = %local,
         storage = startup.storage_mode.as_str(),
