@@ -71,7 +71,8 @@ impl CallRecord {
         }
     }
 
-    fn into_entry(self) -> CallLogEntry {
+    /// Built by the writer task, not on the request path: ids, strings and the IP text cost allocations.
+    fn into_entry(self, elapsed: Duration) -> CallLogEntry {
         CallLogEntry {
             id: uuid::Uuid::new_v4().to_string(),
             timestamp: self.timestamp_ms,
@@ -80,7 +81,7 @@ impl CallRecord {
             success: self.success,
             status_code: self.status_code,
             token_consumed: 1,
-            response_time: self.started.elapsed().as_secs_f64(),
+            response_time: elapsed.as_secs_f64(),
             error_message: self.error_message,
             proxy_used: self.proxy.unwrap_or_default(),
             media_urls: self.findings.media_urls,
@@ -96,6 +97,12 @@ impl CallRecord {
             sso_full: None,
         }
     }
+}
+
+/// A finished call on its way to the writer.
+struct Finished {
+    record: CallRecord,
+    elapsed: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -115,7 +122,7 @@ enum Control {
 /// Handle to the call log. Cheap to clone; recording never blocks.
 #[derive(Clone)]
 pub struct CallLog {
-    tx: mpsc::Sender<CallLogEntry>,
+    tx: mpsc::Sender<Finished>,
     control: mpsc::Sender<Control>,
     store: Arc<RwLock<LogStore>>,
     counters: Arc<Counters>,
@@ -193,7 +200,8 @@ impl CallLog {
         if self.disabled || (record.route.starts_with("/v1/models") && !self.log_models_calls) {
             return;
         }
-        match self.tx.try_send(record.into_entry()) {
+        let elapsed = record.started.elapsed();
+        match self.tx.try_send(Finished { record, elapsed }) {
             Ok(()) => {
                 self.counters.recorded.fetch_add(1, Ordering::Relaxed);
             }
@@ -237,7 +245,7 @@ impl CallLog {
 }
 
 struct Writer {
-    rx: mpsc::Receiver<CallLogEntry>,
+    rx: mpsc::Receiver<Finished>,
     control: mpsc::Receiver<Control>,
     store: Arc<RwLock<LogStore>>,
     storage: Arc<dyn Storage>,
@@ -288,16 +296,19 @@ impl Writer {
         let _ = self.compact().await;
     }
 
-    fn take(&mut self, buf: &mut Vec<CallLogEntry>) {
+    fn take(&mut self, buf: &mut Vec<Finished>) {
+        let entries: Vec<Arc<CallLogEntry>> = buf
+            .drain(..)
+            .map(|f| Arc::new(f.record.into_entry(f.elapsed)))
+            .collect();
         let mut store = self.store.write();
-        for e in buf.drain(..) {
-            let e = Arc::new(e);
+        for e in entries {
             store.insert(e.clone());
             self.pending.push(e);
         }
     }
 
-    fn drain_queue(&mut self, buf: &mut Vec<CallLogEntry>) {
+    fn drain_queue(&mut self, buf: &mut Vec<Finished>) {
         while let Ok(e) = self.rx.try_recv() {
             buf.push(e);
         }

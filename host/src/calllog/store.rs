@@ -22,11 +22,16 @@ pub struct LogFilter {
     pub status_code: Option<u16>,
 }
 
+/// Case-insensitive (ASCII) substring test without allocating: it runs once per entry per query.
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
 impl LogFilter {
     pub fn matches(&self, e: &CallLogEntry) -> bool {
         if let Some(s) = &self.sso {
-            let s = s.to_lowercase();
-            if !e.token_id.to_lowercase().contains(&s) && !e.sso.to_lowercase().contains(&s) {
+            if !contains_ci(&e.token_id, s) && !contains_ci(&e.sso, s) {
                 return false;
             }
         }
@@ -36,10 +41,12 @@ impl LogFilter {
         if self.success.is_some_and(|s| s != e.success) {
             return false;
         }
-        if let Some(m) = &self.model {
-            if !e.model.to_lowercase().contains(&m.to_lowercase()) {
-                return false;
-            }
+        if self
+            .model
+            .as_ref()
+            .is_some_and(|m| !contains_ci(&e.model, m))
+        {
+            return false;
         }
         if self.start_time.is_some_and(|t| e.timestamp < t) {
             return false;
