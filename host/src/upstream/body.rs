@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::calllog::scan::SseScanner;
 use crate::calllog::{CallLog, CallRecord};
+use crate::tokens::TokenLease;
 
 pub struct Timeouts {
     pub first_chunk_deadline: std::time::Instant,
@@ -33,6 +34,8 @@ pub struct TimedBody {
     done: bool,
     /// Reads media links and usage off SSE events as they pass (SSE only).
     scanner: Option<SseScanner>,
+    /// Keeps the token counted as in flight while the stream lasts.
+    _lease: TokenLease,
 }
 
 impl TimedBody {
@@ -42,6 +45,7 @@ impl TimedBody {
         sse: bool,
         record: CallRecord,
         calllog: CallLog,
+        lease: TokenLease,
     ) -> TimedBody {
         let total_deadline = t.total_deadline.map(Instant::from_std);
         let first = Instant::from_std(t.first_chunk_deadline);
@@ -56,6 +60,7 @@ impl TimedBody {
             calllog,
             done: false,
             scanner: sse.then(SseScanner::default),
+            _lease: lease,
         }
     }
 

@@ -274,8 +274,8 @@ impl Forwarder {
                         });
                         record.first_byte_ms = Some(record.started.elapsed().as_millis() as u64);
                         record.status_code = status.as_u16();
-                        drop(lease);
-                        return self.answer(resp, req.stream, record, &cfg).await;
+                        // The lease goes with the answer: a token stays "in flight" until its stream ends.
+                        return self.answer(resp, req.stream, record, lease, &cfg).await;
                     }
                     self.classify_failure(resp, &lease, grok.retry_status_codes.as_slice())
                         .await
@@ -380,6 +380,7 @@ impl Forwarder {
         resp: reqwest::Response,
         stream: bool,
         mut record: CallRecord,
+        lease: crate::tokens::TokenLease,
         cfg: &UpstreamConfig,
     ) -> Result<Response, (ForwardError, CallRecord)> {
         let grok = &cfg.settings.grok;
@@ -408,6 +409,7 @@ impl Forwarder {
                 is_sse,
                 record,
                 self.calllog.clone(),
+                lease,
             );
             let mut out = Response::new(Body::from_stream(body));
             *out.status_mut() = status;
@@ -445,6 +447,7 @@ impl Forwarder {
             }
             None => read.await,
         };
+        drop(lease);
         match body {
             Ok(bytes) => {
                 record.success = true;
