@@ -452,10 +452,13 @@ const GROK_KEYS: &[&str] = &[
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl Startup {
-    /// Loads settings from `$DATA_DIR/setting.toml` (default `data/`), then applies environment overrides.
+    /// Loads settings from `$SETTINGS_FILE`, else `$DATA_DIR/setting.toml` (default `data/`), then applies
+    /// environment overrides.
     pub fn load(env: EnvLookup<'_>) -> Result<Startup, ConfigError> {
         let data_dir = PathBuf::from(env("DATA_DIR").unwrap_or_else(|| "data".into()));
-        let settings_path = data_dir.join("setting.toml");
+        let settings_path = env("SETTINGS_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("setting.toml"));
         let (mut settings, mut warnings) = match std::fs::read_to_string(&settings_path) {
             Ok(text) => Settings::from_toml(&text, &settings_path)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (

@@ -1,16 +1,100 @@
-//! The `grok2api` binary: read settings and environment, set up logging and the runtime, serve.
+//! The `grok2api` binary: command line, logging, the runtime, and the subcommands.
+//!
+//! Exit codes scripts can rely on: 0 success, 1 a runtime failure (storage, network, bind), 2 bad usage or
+//! bad settings.
 
-use anyhow::Context;
-use grok2api::config::Startup;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use grok2api::config::{Settings, Startup};
+use grok2api::storage::{FileStorage, Storage, TokenFile};
+use grok2api::tokens::{TokenKind, TokenPool};
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
-    let startup = match Startup::load(&|k| std::env::var(k).ok()) {
+#[derive(Parser)]
+#[command(
+    name = "grok2api",
+    version,
+    about = "OpenAI-compatible gateway in front of Grok"
+)]
+struct Cli {
+    /// Directory of state files and setting.toml (env DATA_DIR; default `data`).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Settings file (default DATA_DIR/setting.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Check a settings file and print what would be used; exit 2 when it is invalid.
+    CheckConfig {
+        /// The file to check (default: the one `serve` would read).
+        path: Option<PathBuf>,
+    },
+    /// Manage the token pool offline (while the gateway is stopped; a running one uses the admin API).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Import tokens from a file: one per line, or a Grok2API token.json.
+    Import {
+        file: PathBuf,
+        /// Pool for one-per-line files: sso (normal) or ssoSuper.
+        #[arg(long, default_value = "sso")]
+        token_type: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let data_dir = cli.data_dir.clone();
+    let config = cli.config.clone();
+    let env = move |k: &str| match k {
+        "DATA_DIR" if data_dir.is_some() => data_dir.as_ref().map(|d| d.display().to_string()),
+        "SETTINGS_FILE" if config.is_some() => config.as_ref().map(|c| c.display().to_string()),
+        _ => std::env::var(k).ok(),
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&env),
+        Command::CheckConfig { path } => check_config(&env, path),
+        Command::Tokens {
+            command: TokensCommand::Import { file, token_type },
+        } => import_tokens(&env, &file, &token_type),
+    }
+}
+
+fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Startup, ExitCode> {
+    Startup::load(env).map_err(|e| {
+        eprintln!("grok2api: cannot start: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = workers {
+        rt.worker_threads(n);
+    }
+    rt.build()
+}
+
+fn serve(env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
+    let startup = match load(env) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("grok2api: cannot start: {e}");
-            std::process::exit(2);
-        }
+        Err(code) => return code,
     };
     init_logging(
         &startup.settings.global.log_level,
@@ -19,21 +103,143 @@ fn main() -> anyhow::Result<()> {
     for w in &startup.warnings {
         tracing::warn!("{w}");
     }
-
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(n) = startup.workers {
-        rt.worker_threads(n);
-    }
-    let rt = rt.build().context("cannot start the async runtime")?;
-    rt.block_on(async {
-        if let Err(e) = grok2api::server::run(startup, shutdown_signal()).await {
-            tracing::error!("{e}");
-            eprintln!("grok2api: {e}");
-            std::process::exit(1);
+    let rt = match runtime(startup.workers) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("grok2api: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
         }
-    });
-    Ok(())
+    };
+    rt.block_on(async {
+        match grok2api::server::run(startup, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("grok2api: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+fn check_config(env: &dyn Fn(&str) -> Option<String>, path: Option<PathBuf>) -> ExitCode {
+    let Some(path) = path else {
+        return match load(env) {
+            Ok(s) => {
+                for w in &s.warnings {
+                    println!("warning: {w}");
+                }
+                println!(
+                    "ok: {} (storage: {})",
+                    s.settings_path.display(),
+                    s.storage_mode.as_str()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        };
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("grok2api: cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match Settings::from_toml(&text, &path).and_then(|(s, w)| {
+        s.validate(&path.display().to_string())?;
+        Ok(w)
+    }) {
+        Ok(warnings) => {
+            for w in warnings {
+                println!("warning: {w}");
+            }
+            println!("ok: {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("grok2api: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn import_tokens(
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &PathBuf,
+    token_type: &str,
+) -> ExitCode {
+    let startup = match load(env) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let Some(kind) = TokenKind::parse(token_type) else {
+        eprintln!("grok2api: --token-type must be sso or ssoSuper, got `{token_type}`");
+        return ExitCode::from(2);
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("grok2api: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    // A Grok2API token.json brings its own pools; anything else is one token per line.
+    let batches: Vec<(TokenKind, Vec<String>)> = match serde_json::from_str::<TokenFile>(&text) {
+        Ok(mut f) if text.trim_start().starts_with('{') => {
+            f.migrate_legacy();
+            vec![
+                (TokenKind::Normal, f.sso_normal.into_keys().collect()),
+                (TokenKind::Super, f.sso_super.into_keys().collect()),
+            ]
+        }
+        _ if text.trim_start().starts_with('{') => {
+            eprintln!(
+                "grok2api: {} looks like JSON but is not a token.json",
+                file.display()
+            );
+            return ExitCode::from(2);
+        }
+        _ => vec![(kind, text.lines().map(str::to_string).collect())],
+    };
+    let rt = match runtime(Some(1)) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("grok2api: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let storage: Arc<dyn Storage> = match FileStorage::new(&startup.data_dir) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                eprintln!("grok2api: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let pool = match TokenPool::load(storage).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("grok2api: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let (mut added, mut existing) = (0, 0);
+        for (kind, secrets) in batches {
+            let r = pool.add(&secrets, kind).await;
+            added += r.added;
+            existing += r.existing;
+        }
+        if let Err(e) = pool.save_if_dirty().await {
+            eprintln!("grok2api: saving tokens failed: {e}");
+            return ExitCode::from(1);
+        }
+        println!(
+            "imported {added} tokens ({existing} already present); pool now has {}",
+            pool.len()
+        );
+        ExitCode::SUCCESS
+    })
 }
 
 fn init_logging(level: &str, format: &str) {
