@@ -93,6 +93,10 @@ pub struct GlobalSettings {
     pub max_body_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace: f64,
+    /// Label request metrics with token ids (cardinality grows with the pool).
+    pub metrics_per_token: bool,
+    /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Secret,
 }
 
 impl Default for GlobalSettings {
@@ -111,6 +115,8 @@ impl Default for GlobalSettings {
             batch_save_interval: 1.0,
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace: 30.0,
+            metrics_per_token: false,
+            metrics_token: Secret::new(""),
         }
     }
 }
@@ -430,6 +436,8 @@ const GLOBAL_KEYS: &[&str] = &[
     "batch_save_interval",
     "max_body_bytes",
     "shutdown_grace",
+    "metrics_per_token",
+    "metrics_token",
 ];
 const GROK_KEYS: &[&str] = &[
     "api_key",

@@ -41,6 +41,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let settings = Arc::new(startup.settings.clone());
+    let metrics = crate::telemetry::install();
     let storage: Arc<dyn Storage> = match startup.storage_mode {
         StorageMode::File => Arc::new(FileStorage::new(&startup.data_dir)?),
         other => return Err(ServerError::StorageModeUnavailable(other.as_str())),
@@ -61,6 +62,7 @@ pub async fn run(
             max_count: settings.global.log_max_count,
             flush_interval: settings.global.log_flush_every(),
             log_models_calls: settings.global.log_models_calls,
+            metrics_per_token: settings.global.metrics_per_token,
         },
     )
     .await?;
@@ -73,6 +75,7 @@ pub async fn run(
         tokens: tokens.clone(),
         sessions,
         calllog: calllog.clone(),
+        metrics,
         storage_mode: startup.storage_mode,
         started: Instant::now(),
     }));

@@ -28,6 +28,8 @@ pub struct AppInner {
     pub tokens: Arc<TokenPool>,
     pub sessions: Sessions,
     pub calllog: CallLog,
+    /// `None` when another recorder was installed first (only in embedding tests).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub storage_mode: StorageMode,
     pub started: Instant,
 }
@@ -68,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openai::router(state.clone()))
         .merge(admin::router(state.clone()))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn(request_id))
         .with_state(state)
@@ -82,6 +85,43 @@ async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
         "uptime_s": state.started.elapsed().as_secs(),
         "tokens": state.tokens.len(),
     }))
+}
+
+/// Prometheus text format; bearer-protected when `global.metrics_token` is set.
+async fn metrics(State(state): State<AppState>, headers: http::HeaderMap) -> Response {
+    let want = state.settings.global.metrics_token.expose();
+    if !want.is_empty() {
+        let got = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !crate::secret::constant_time_eq(got.trim(), want) {
+            return ApiError::unauthorized(
+                "invalid_metrics_token",
+                "metrics need a valid bearer token",
+            )
+            .into_response();
+        }
+    }
+    let Some(handle) = &state.metrics else {
+        return ApiError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "metrics_unavailable",
+            "metrics recorder not installed",
+        )
+        .into_response();
+    };
+    crate::telemetry::set_state_gauges(&state.tokens, &state.calllog.queue_stats());
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 async fn not_found(req: Request) -> Response {

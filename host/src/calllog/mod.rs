@@ -43,6 +43,10 @@ pub struct CallRecord {
     /// Earlier attempts, as `token-id@egress: reason`.
     pub retries: Vec<String>,
     pub first_byte_ms: Option<u64>,
+    /// Send to headers of the successful attempt.
+    pub upstream_first_byte: Option<Duration>,
+    /// Time spent waiting on the upstream over all attempts (headers, bodies, streams).
+    pub upstream_wait: Duration,
     pub status_code: u16,
     pub success: bool,
     pub error_message: String,
@@ -64,6 +68,8 @@ impl CallRecord {
             proxy: None,
             retries: Vec::new(),
             first_byte_ms: None,
+            upstream_first_byte: None,
+            upstream_wait: Duration::ZERO,
             status_code: 0,
             success: false,
             error_message: String::new(),
@@ -127,8 +133,9 @@ pub struct CallLog {
     store: Arc<RwLock<LogStore>>,
     counters: Arc<Counters>,
     log_models_calls: bool,
-    /// `global.log_max_count = 0`: the call log is off (only log lines are written).
+    /// `global.log_max_count = 0`: the call log is off (only log lines and metrics are written).
     disabled: bool,
+    metrics: Arc<crate::telemetry::RequestMetrics>,
 }
 
 /// Queue and health figures for the admin API and metrics.
@@ -144,6 +151,7 @@ pub struct CallLogOptions {
     pub max_count: usize,
     pub flush_interval: Duration,
     pub log_models_calls: bool,
+    pub metrics_per_token: bool,
 }
 
 impl CallLog {
@@ -176,6 +184,10 @@ impl CallLog {
             counters: Arc::default(),
             log_models_calls: opts.log_models_calls,
             disabled: opts.max_count == 0,
+            metrics: Arc::new(crate::telemetry::RequestMetrics {
+                per_token: opts.metrics_per_token,
+                ..Default::default()
+            }),
         };
         let writer = Writer {
             rx,
@@ -196,11 +208,12 @@ impl CallLog {
 
     /// Records a finished call: one log line, and one entry unless it is a `/v1/models` call that is not logged.
     pub fn finish(&self, record: CallRecord) {
+        let elapsed = record.started.elapsed();
         log_line(&record);
+        self.metrics.record(&record, elapsed);
         if self.disabled || (record.route.starts_with("/v1/models") && !self.log_models_calls) {
             return;
         }
-        let elapsed = record.started.elapsed();
         match self.tx.try_send(Finished { record, elapsed }) {
             Ok(()) => {
                 self.counters.recorded.fetch_add(1, Ordering::Relaxed);
@@ -431,6 +444,7 @@ mod tests {
             max_count: 3,
             flush_interval: Duration::from_millis(20),
             log_models_calls: false,
+            metrics_per_token: false,
         };
         let log = CallLog::start(storage.clone(), &tokens, opts())
             .await

@@ -36,6 +36,8 @@ pub struct TimedBody {
     scanner: Option<SseScanner>,
     /// Keeps the token counted as in flight while the stream lasts.
     _lease: TokenLease,
+    /// The whole stream counts as time waiting on the upstream.
+    streaming_since: std::time::Instant,
 }
 
 impl TimedBody {
@@ -61,11 +63,13 @@ impl TimedBody {
             done: false,
             scanner: sse.then(SseScanner::default),
             _lease: lease,
+            streaming_since: std::time::Instant::now(),
         }
     }
 
     fn finish(&mut self, success: bool, error: &str) {
         if let Some(mut r) = self.record.take() {
+            r.upstream_wait += self.streaming_since.elapsed();
             let mut success = success;
             let mut error = error.to_string();
             if let Some(scanner) = self.scanner.take() {

@@ -243,6 +243,7 @@ impl Forwarder {
             };
             let sent_at = Instant::now();
             let result = tokio::time::timeout(header_wait, builder.send()).await;
+            record.upstream_wait += sent_at.elapsed();
             let attempt = match result {
                 Err(_) => {
                     lease.report(Outcome::Transient);
@@ -273,6 +274,7 @@ impl Forwarder {
                             remaining: header_i64(resp.headers(), "x-ratelimit-remaining-requests"),
                         });
                         record.first_byte_ms = Some(record.started.elapsed().as_millis() as u64);
+                        record.upstream_first_byte = Some(sent_at.elapsed());
                         record.status_code = status.as_u16();
                         // The lease goes with the answer: a token stays "in flight" until its stream ends.
                         return self.answer(resp, req.stream, record, lease, &cfg).await;
@@ -437,6 +439,7 @@ impl Forwarder {
                 }
             }
         };
+        let read_started = Instant::now();
         let body = match grok.total_timeout() {
             Some(total) => {
                 let left = total.saturating_sub(record.started.elapsed());
@@ -447,6 +450,7 @@ impl Forwarder {
             }
             None => read.await,
         };
+        record.upstream_wait += read_started.elapsed();
         drop(lease);
         match body {
             Ok(bytes) => {

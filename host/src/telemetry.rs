@@ -1,0 +1,197 @@
+//! Prometheus metrics. Request metrics are recorded once per call, where the call log finishes it; gauges of
+//! state (tokens, call-log queue) are read when `/metrics` is scraped, so they cost the request path nothing.
+//!
+//! Label cardinality is bounded: model labels take the first [`MAX_MODEL_LABELS`] distinct models and fold
+//! the rest into `other`; tokens appear (by public id) only with `global.metrics_per_token = true`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::Mutex;
+
+use crate::calllog::CallRecord;
+
+pub const MAX_MODEL_LABELS: usize = 64;
+
+/// Latency buckets in seconds: fine below a millisecond (gateway overhead), coarse up to minutes (streams).
+const BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once; later calls return the same handle.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("seconds".into()), BUCKETS)
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        "grok2api_requests_total",
+        "OpenAI-route calls by route, model and final status"
+    );
+    describe_histogram!(
+        "grok2api_request_duration_seconds",
+        Unit::Seconds,
+        "Whole call time, to the end of the answer"
+    );
+    describe_histogram!(
+        "grok2api_upstream_latency_seconds",
+        Unit::Seconds,
+        "Time from sending upstream to the answer's headers (successful calls)"
+    );
+    describe_histogram!(
+        "grok2api_gateway_overhead_seconds",
+        Unit::Seconds,
+        "Call time not spent waiting on the upstream"
+    );
+    describe_counter!(
+        "grok2api_retries_total",
+        "Attempts moved to another token or proxy"
+    );
+    describe_counter!(
+        "grok2api_token_requests_total",
+        "Calls per token (only with global.metrics_per_token)"
+    );
+    describe_gauge!("grok2api_tokens", "Tokens by state");
+    describe_gauge!(
+        "grok2api_calllog_queue_depth",
+        "Call-log entries waiting for the writer"
+    );
+    describe_counter!(
+        "grok2api_calllog_recorded_total",
+        "Call-log entries accepted"
+    );
+    describe_counter!(
+        "grok2api_calllog_dropped_total",
+        "Call-log entries dropped because the queue was full"
+    );
+    describe_counter!(
+        "grok2api_calllog_persist_errors_total",
+        "Failed call-log writes (retried)"
+    );
+}
+
+/// Bounded model labels: reads are lock-free; a new model takes a mutex once.
+#[derive(Default)]
+pub struct ModelLabels {
+    known: ArcSwap<HashSet<Arc<str>>>,
+    insert: Mutex<()>,
+}
+
+impl ModelLabels {
+    pub fn label(&self, model: &str) -> Arc<str> {
+        if model.is_empty() {
+            return Arc::from("none");
+        }
+        if let Some(m) = self.known.load().get(model) {
+            return m.clone();
+        }
+        let _g = self.insert.lock();
+        let current = self.known.load_full();
+        if let Some(m) = current.get(model) {
+            return m.clone();
+        }
+        if current.len() >= MAX_MODEL_LABELS || model.len() > 64 {
+            return Arc::from("other");
+        }
+        let m: Arc<str> = Arc::from(model);
+        let mut next = (*current).clone();
+        next.insert(m.clone());
+        self.known.store(Arc::new(next));
+        m
+    }
+}
+
+/// Request-path recorder settings.
+#[derive(Default)]
+pub struct RequestMetrics {
+    pub models: ModelLabels,
+    pub per_token: bool,
+}
+
+impl RequestMetrics {
+    pub fn record(&self, r: &CallRecord, total: std::time::Duration) {
+        let route = r.route;
+        let model = self.models.label(&r.model);
+        let status = r.status_code.to_string();
+        counter!("grok2api_requests_total", "route" => route, "model" => model.to_string(), "status" => status)
+            .increment(1);
+        histogram!("grok2api_request_duration_seconds", "route" => route)
+            .record(total.as_secs_f64());
+        if let Some(first_byte) = r.upstream_first_byte {
+            histogram!("grok2api_upstream_latency_seconds", "route" => route)
+                .record(first_byte.as_secs_f64());
+        }
+        let overhead = total.saturating_sub(r.upstream_wait);
+        histogram!("grok2api_gateway_overhead_seconds", "route" => route)
+            .record(overhead.as_secs_f64());
+        if !r.retries.is_empty() {
+            counter!("grok2api_retries_total", "route" => route).increment(r.retries.len() as u64);
+        }
+        if self.per_token {
+            if let Some(id) = &r.token_id {
+                let class = if r.success { "success" } else { "failure" };
+                counter!("grok2api_token_requests_total", "token_id" => id.clone(), "outcome" => class).increment(1);
+            }
+        }
+    }
+}
+
+/// Sets the state gauges just before a scrape.
+pub fn set_state_gauges(tokens: &crate::tokens::TokenPool, queue: &crate::calllog::QueueStats) {
+    use crate::tokens::TokenStatus;
+    let now = crate::util::now_ms();
+    let (mut unused, mut limited, mut expired, mut active) = (0u32, 0u32, 0u32, 0u32);
+    for t in tokens.snapshot().iter() {
+        match t.status(now) {
+            TokenStatus::Unused => unused += 1,
+            TokenStatus::Limited => limited += 1,
+            TokenStatus::Expired => expired += 1,
+            TokenStatus::Active => active += 1,
+        }
+    }
+    for (state, n) in [
+        ("unused", unused),
+        ("cooling", limited),
+        ("expired", expired),
+        ("active", active),
+    ] {
+        gauge!("grok2api_tokens", "state" => state).set(n as f64);
+    }
+    gauge!("grok2api_calllog_queue_depth").set(queue.queue_depth as f64);
+    counter!("grok2api_calllog_recorded_total").absolute(queue.recorded);
+    counter!("grok2api_calllog_dropped_total").absolute(queue.dropped);
+    counter!("grok2api_calllog_persist_errors_total").absolute(queue.persist_errors);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_labels_are_bounded() {
+        let m = ModelLabels::default();
+        for i in 0..MAX_MODEL_LABELS {
+            assert_eq!(&*m.label(&format!("model-{i}")), format!("model-{i}"));
+        }
+        assert_eq!(&*m.label("one-too-many"), "other");
+        assert_eq!(&*m.label("model-3"), "model-3");
+        assert_eq!(&*m.label(""), "none");
+    }
+}
