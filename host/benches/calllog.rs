@@ -26,6 +26,7 @@ fn record_cost(c: &mut Criterion) {
                 max_count: 10_000,
                 flush_interval: Duration::from_secs(2),
                 log_models_calls: false,
+                metrics_per_token: false,
             },
         )
         .await
