@@ -260,6 +260,19 @@ impl Storage for FileStorage {
     }
 }
 
+/// Entries of a call-log journal, and how many lines could not be read (a torn last line after a crash).
+pub fn decode_journal(bytes: &[u8]) -> (Vec<CallLogEntry>, usize) {
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()) {
+        match serde_json::from_slice::<CallLogEntry>(line) {
+            Ok(e) if !e.id.is_empty() => out.push(e),
+            _ => skipped += 1,
+        }
+    }
+    (out, skipped)
+}
+
 /// `call_logs.json` (an unreadable one is set aside) plus the journal (a torn last line from a crash is
 /// skipped), without duplicates.
 fn load_call_logs(dir: &Path) -> Result<Vec<CallLogEntry>, StorageError> {
@@ -285,18 +298,10 @@ fn load_call_logs(dir: &Path) -> Result<Vec<CallLogEntry>, StorageError> {
             })
         }
     };
-    let mut skipped = 0;
-    for line in bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.trim_ascii().is_empty())
-    {
-        match serde_json::from_slice::<CallLogEntry>(line) {
-            Ok(e) if !e.id.is_empty() => {
-                if seen.insert(e.id.clone()) {
-                    out.push(e);
-                }
-            }
-            _ => skipped += 1,
+    let (entries, skipped) = decode_journal(&bytes);
+    for e in entries {
+        if seen.insert(e.id.clone()) {
+            out.push(e);
         }
     }
     if skipped > 0 {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-pub use file::FileStorage;
+pub use file::{decode_journal, FileStorage};
 pub use types::{CallLogEntry, SessionRecord, TokenFile, TokenRecord};
 
 use crate::config::StorageMode;

@@ -1,0 +1,14 @@
+//! The stream scanner sees every upstream byte of a stream: it must take anything, split anywhere.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let split = data.first().copied().unwrap_or(1).max(1) as usize;
+    let mut s = grok2api::calllog::scan::SseScanner::default();
+    for chunk in data.chunks(split) {
+        s.feed(chunk);
+    }
+    let f = s.finish();
+    assert!(f.media_urls.iter().all(|u| !u.is_empty()));
+    let _ = grok2api::calllog::scan::scan_json(data);
+});
