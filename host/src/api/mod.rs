@@ -3,6 +3,7 @@
 mod admin;
 pub mod error;
 mod openai;
+mod proxies;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(openai::router(state.clone()))
         .merge(admin::router(state.clone()))
+        .merge(proxies::router(state.clone()))
         .route("/health", get(health))
         .fallback(not_found)
         .layer(middleware::from_fn(request_id))

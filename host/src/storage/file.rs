@@ -8,11 +8,12 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{SessionRecord, Storage, StorageError, TokenFile};
+use super::{ProxyStateFile, SessionRecord, Storage, StorageError, TokenFile};
 use crate::config::StorageMode;
 
 pub const TOKENS_FILE: &str = "token.json";
 pub const SESSIONS_FILE: &str = "admin_sessions.json";
+pub const PROXY_STATE_FILE: &str = "proxy_state.json";
 
 #[derive(Debug, Clone)]
 pub struct FileStorage {
@@ -175,6 +176,15 @@ impl Storage for FileStorage {
     async fn save_sessions(&self, sessions: &[SessionRecord]) -> Result<(), StorageError> {
         self.save_json(SESSIONS_FILE, sessions).await
     }
+
+    // --- Proxy pool state -------------------------------------------------------------------------------
+    async fn load_proxy_state(&self) -> Result<ProxyStateFile, StorageError> {
+        self.load_json(PROXY_STATE_FILE).await
+    }
+
+    async fn save_proxy_state(&self, state: &ProxyStateFile) -> Result<(), StorageError> {
+        self.save_json(PROXY_STATE_FILE, state).await
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +207,32 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec![TOKENS_FILE.to_string()]);
+    }
+
+    #[tokio::test]
+    async fn proxy_state_round_trips_and_reads_grok2api_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStorage::new(dir.path()).unwrap();
+        assert_eq!(
+            s.load_proxy_state().await.unwrap(),
+            ProxyStateFile::default()
+        );
+        // Grok2API Pro's shape: no source / last_seen, assignments keyed by the full token.
+        std::fs::write(
+            dir.path().join(PROXY_STATE_FILE),
+            r#"{"proxies": {"socks5h://1.2.3.4:1080": {"url": "socks5h://1.2.3.4:1080", "healthy": false,
+               "fail_count": 3, "last_used": 5, "assigned_sso": ["tok"], "total_requests": 3,
+               "success_requests": 10, "x": 1}}, "assignments": {"tok": "socks5h://1.2.3.4:1080"}}"#,
+        )
+        .unwrap();
+        let f = s.load_proxy_state().await.unwrap();
+        let r = &f.proxies["socks5h://1.2.3.4:1080"];
+        assert!(!r.healthy);
+        assert_eq!((r.fail_count, r.success_requests), (3, 10));
+        assert_eq!(r.source, None);
+        assert_eq!(r.extra["x"], 1);
+        s.save_proxy_state(&f).await.unwrap();
+        assert_eq!(s.load_proxy_state().await.unwrap(), f);
     }
 
     #[tokio::test]

@@ -2,12 +2,14 @@
 //! trait. Storage knows the persisted shapes and nothing of HTTP, plugins or the request path.
 
 mod file;
+pub mod proxy_state;
 pub mod types;
 
 use async_trait::async_trait;
 use thiserror::Error;
 
 pub use file::FileStorage;
+pub use proxy_state::{ProxyRecord, ProxyStateFile};
 pub use types::{CallLogEntry, SessionRecord, TokenFile, TokenRecord};
 
 use crate::config::StorageMode;
@@ -40,4 +42,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StorageError>;
     /// Replaces the stored sessions with `sessions`.
     async fn save_sessions(&self, sessions: &[SessionRecord]) -> Result<(), StorageError>;
+
+    // --- Proxy pool state (`proxy_state.json`) -----------------------------------------------------------
+    /// The proxy pool and token bindings. An unreadable store is set aside (never overwritten) and an empty
+    /// state returned.
+    async fn load_proxy_state(&self) -> Result<ProxyStateFile, StorageError>;
+    async fn save_proxy_state(&self, state: &ProxyStateFile) -> Result<(), StorageError>;
 }
