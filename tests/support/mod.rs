@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod proxies;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -305,6 +307,14 @@ impl Drop for Gateway {
 pub fn credential(resp: &reqwest::Response) -> String {
     resp.headers()
         .get("x-mock-credential")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// The peer address the mock saw, from its echo header: which egress carried the request.
+pub fn peer(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-mock-peer")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default()
 }

@@ -75,10 +75,13 @@ impl ProxyPool {
         r
     }
 
-    pub(crate) fn apply_probe(&self, e: &ProxyEntry, r: &ProbeResult) {
+    pub(crate) fn apply_probe(&self, e: &Arc<ProxyEntry>, r: &ProbeResult) {
         if r.reachable {
             self.mark_recovered(e);
-        } else if !e.healthy() {
+        } else if e.healthy() {
+            // An admin test with `apply` counts like a failed request.
+            self.report_failure(e, r.error.as_deref().unwrap_or("test failed"));
+        } else {
             let n = e.check_failures.fetch_add(1, Relaxed) + 1;
             self.schedule_check(e, n);
             tracing::debug!(proxy = %e.masked(), failed_checks = n, error = ?r.error, "proxy still unhealthy");
