@@ -121,8 +121,18 @@ pub(crate) fn parse_source(s: &str) -> Option<ProxySource> {
     }
 }
 
+/// What the selection scan reads, together in one cache line at the start of the entry.
+#[repr(C, align(64))]
+struct Hot {
+    healthy: AtomicBool,
+    /// How many tokens are bound to it; changed only together with the binding, under its shard lock.
+    bound: AtomicU32,
+}
+
 /// One proxy of the pool.
+#[repr(C)]
 pub struct ProxyEntry {
+    hot: Hot,
     /// Normalised, with credentials: only for connecting and the state file.
     url: Arc<str>,
     masked: Arc<str>,
@@ -131,7 +141,6 @@ pub struct ProxyEntry {
     scheme: &'static str,
     host: String,
     source: AtomicU8,
-    healthy: AtomicBool,
     fail_count: AtomicU32,
     total: AtomicU64,
     success: AtomicU64,
@@ -140,8 +149,6 @@ pub struct ProxyEntry {
     pub(crate) last_seen_ms: AtomicI64,
     /// Microseconds; 0 = no sample yet.
     ewma_us: AtomicU64,
-    /// How many tokens are bound to it; changed only together with the binding, under its shard lock.
-    bound: AtomicU32,
     removed: AtomicBool,
     pub(crate) check_failures: AtomicU32,
     pub(crate) next_check_ms: AtomicI64,
@@ -190,14 +197,16 @@ impl ProxyEntry {
             scheme,
             host,
             source: AtomicU8::new(source_code(source)),
-            healthy: AtomicBool::new(true),
+            hot: Hot {
+                healthy: AtomicBool::new(true),
+                bound: AtomicU32::new(0),
+            },
             fail_count: AtomicU32::new(0),
             total: AtomicU64::new(0),
             success: AtomicU64::new(0),
             last_used_ms: AtomicI64::new(0),
             last_seen_ms: AtomicI64::new(0),
             ewma_us: AtomicU64::new(0),
-            bound: AtomicU32::new(0),
             removed: AtomicBool::new(false),
             check_failures: AtomicU32::new(0),
             next_check_ms: AtomicI64::new(0),
@@ -218,13 +227,13 @@ impl ProxyEntry {
         source_from_code(self.source.load(Relaxed))
     }
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Relaxed)
+        self.hot.healthy.load(Relaxed)
     }
     pub fn fail_count(&self) -> u32 {
         self.fail_count.load(Relaxed)
     }
     pub fn bound_tokens(&self) -> u32 {
-        self.bound.load(Relaxed)
+        self.hot.bound.load(Relaxed)
     }
     pub fn client(&self) -> &reqwest::Client {
         &self.client
@@ -347,9 +356,9 @@ impl Bindings {
         match shard.get(token) {
             Some(old) if Arc::ptr_eq(old, e) => false,
             _ => {
-                e.bound.fetch_add(1, Relaxed);
+                e.hot.bound.fetch_add(1, Relaxed);
                 if let Some(old) = shard.insert(token.into(), e.clone()) {
-                    old.bound.fetch_sub(1, Relaxed);
+                    old.hot.bound.fetch_sub(1, Relaxed);
                 }
                 true
             }
@@ -357,7 +366,7 @@ impl Bindings {
     }
     pub(crate) fn unbind(&self, token: &str) -> Option<Arc<ProxyEntry>> {
         let old = self.shard(token).lock().remove(token)?;
-        old.bound.fetch_sub(1, Relaxed);
+        old.hot.bound.fetch_sub(1, Relaxed);
         Some(old)
     }
     /// Unbinds `token` only if it is still bound to `e`.
@@ -365,7 +374,7 @@ impl Bindings {
         let mut shard = self.shard(token).lock();
         if shard.get(token).is_some_and(|b| Arc::ptr_eq(b, e)) {
             shard.remove(token);
-            e.bound.fetch_sub(1, Relaxed);
+            e.hot.bound.fetch_sub(1, Relaxed);
             true
         } else {
             false
@@ -379,7 +388,7 @@ impl Bindings {
             shard.retain(|_, b| {
                 let keep = !Arc::ptr_eq(b, e);
                 if !keep {
-                    e.bound.fetch_sub(1, Relaxed);
+                    e.hot.bound.fetch_sub(1, Relaxed);
                     n += 1;
                 }
                 keep
@@ -591,6 +600,16 @@ impl ProxyPool {
         Err(NoEgress)
     }
 
+    /// Selection without waiting (no pool-API fetch, no fallbacks): the built-in rule or the plugin. What
+    /// [`ProxyPool::egress`] tries first; `None` when no healthy proxy is usable.
+    pub fn select_ready(
+        &self,
+        info: &RequestInfo<'_>,
+        exclude: &[Arc<ProxyEntry>],
+    ) -> Option<Egress> {
+        self.select_now(info, exclude).map(|p| self.to_egress(p))
+    }
+
     fn to_egress(&self, p: Pick) -> Egress {
         match p {
             Pick::Proxy(e) => Egress {
@@ -725,7 +744,7 @@ impl ProxyPool {
         };
         e.ewma_us.store(new.max(1), Relaxed);
         e.fail_count.store(0, Relaxed);
-        if !e.healthy.swap(true, Relaxed) {
+        if !e.hot.healthy.swap(true, Relaxed) {
             e.check_failures.store(0, Relaxed);
             tracing::info!(proxy = %e.masked, "proxy healthy again");
         }
@@ -739,7 +758,7 @@ impl ProxyPool {
         e.last_used_ms.store(now_ms(), Relaxed);
         e.set_error(reason);
         let n = e.fail_count.fetch_add(1, Relaxed) + 1;
-        if n >= self.opts.max_fails && e.healthy.swap(false, Relaxed) {
+        if n >= self.opts.max_fails && e.hot.healthy.swap(false, Relaxed) {
             let unbound = self.bindings.unbind_all(e);
             self.schedule_check(e, 0);
             tracing::warn!(
@@ -905,7 +924,7 @@ impl ProxyPool {
         e.fail_count.store(0, Relaxed);
         e.check_failures.store(0, Relaxed);
         e.next_check_ms.store(0, Relaxed);
-        if !e.healthy.swap(true, Relaxed) {
+        if !e.hot.healthy.swap(true, Relaxed) {
             tracing::info!(proxy = %e.masked, "proxy healthy again");
         }
         self.mark_dirty();
@@ -1032,7 +1051,7 @@ impl ProxyPool {
                 invalid += 1;
                 continue;
             };
-            e.healthy.store(rec.healthy, Relaxed);
+            e.hot.healthy.store(rec.healthy, Relaxed);
             e.fail_count.store(rec.fail_count, Relaxed);
             e.last_used_ms.store(rec.last_used, Relaxed);
             e.total.store(rec.total_requests, Relaxed);
