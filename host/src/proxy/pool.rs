@@ -572,7 +572,8 @@ impl ProxyPool {
 
     // ----- selection ---------------------------------------------------------------------------------------
 
-    /// The egress for one attempt, skipping proxies that already failed this request (`exclude`).
+    /// The egress for one attempt, avoiding proxies that already failed this request (`exclude`) while another
+    /// healthy one exists.
     /// With no healthy proxy: fetch the pool API (single-flight), then `grok.proxy_url`, then direct when
     /// allowed; else [`NoEgress`].
     pub async fn egress(
@@ -582,6 +583,13 @@ impl ProxyPool {
     ) -> Result<Egress, NoEgress> {
         if let Some(p) = self.select_now(info, exclude) {
             return Ok(self.to_egress(p));
+        }
+        if !exclude.is_empty() {
+            // Every other way is down too: a proxy that failed this request but is still healthy (one stale
+            // pooled connection, say) is better than none.
+            if let Some(p) = self.select_now(info, &[]) {
+                return Ok(self.to_egress(p));
+            }
         }
         if self.opts.pool_url.is_some() {
             self.refresh_on_demand().await;
