@@ -52,7 +52,7 @@ async fn proxies_of(gw: &Gateway, session: &str) -> Value {
     v["data"].clone()
 }
 
-fn proxy_by_port<'a>(data: &'a Value, port: u16) -> &'a Value {
+fn proxy_by_port(data: &Value, port: u16) -> &Value {
     data["proxies"]
         .as_array()
         .unwrap()
@@ -198,8 +198,13 @@ async fn killed_proxy_hands_its_tokens_over_without_client_errors_and_recovers()
     for w in workers {
         w.await.unwrap();
     }
-    let statuses = statuses.lock().unwrap();
-    let failed: Vec<_> = statuses.iter().filter(|(s, _)| *s != 200).collect();
+    let failed: Vec<(u16, String)> = statuses
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(s, _)| *s != 200)
+        .cloned()
+        .collect();
     assert!(failed.is_empty(), "client-visible failures: {failed:?}");
 
     let session = gw.admin_token().await;
@@ -249,6 +254,8 @@ async fn killed_proxy_hands_its_tokens_over_without_client_errors_and_recovers()
     assert_eq!(peers, HashSet::from(["127.0.0.2".to_string()]));
 }
 
+type Answer = Arc<Mutex<(u16, String)>>;
+
 /// A pool API whose answer the test sets; counts its hits.
 struct PoolApi {
     port: u16,
@@ -266,10 +273,7 @@ impl PoolApi {
             .route(
                 "/pool",
                 axum::routing::get(
-                    |State((answer, hits)): State<(
-                        Arc<Mutex<(u16, String)>>,
-                        Arc<AtomicUsize>,
-                    )>| async move {
+                    |State((answer, hits)): State<(Answer, Arc<AtomicUsize>)>| async move {
                         hits.fetch_add(1, Ordering::SeqCst);
                         let (status, body) = answer.lock().unwrap().clone();
                         (http::StatusCode::from_u16(status).unwrap(), body)

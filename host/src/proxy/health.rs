@@ -45,7 +45,7 @@ pub async fn probe(client: &reqwest::Client, test_url: &str) -> ProbeResult {
             status_code: None,
             response_time,
             note: String::new(),
-            error: Some(crate::upstream::error_chain(&e)),
+            error: Some(super::error_chain(&e)),
         },
         Ok(Ok(resp)) => {
             let code = resp.status().as_u16();

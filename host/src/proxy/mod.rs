@@ -149,6 +149,18 @@ pub fn mask_proxy_url(url: &str) -> String {
     }
 }
 
+/// An error with its causes (reqwest's top-level message alone says little).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Masks the password of every `scheme://user:password@` in a free text (an error message, say).
 pub fn scrub_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

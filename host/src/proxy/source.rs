@@ -132,7 +132,7 @@ impl ProxyPool {
             .get(&url)
             .send()
             .await
-            .map_err(|e| FetchError::Request(mask_url(&crate::upstream::error_chain(&e))))?;
+            .map_err(|e| FetchError::Request(mask_url(&super::error_chain(&e))))?;
         let status = resp.status().as_u16();
         let ctype = resp
             .headers()
