@@ -133,6 +133,20 @@ pub struct GrokSettings {
     pub proxy_urls: Vec<String>,
     pub proxy_pool_url: String,
     pub proxy_pool_interval: u64,
+    /// Seconds a fetched proxy stays after the pool API last returned it (when no token is bound to it);
+    /// 0 = 3 × `proxy_pool_interval`.
+    pub proxy_pool_ttl: u64,
+    /// Most proxies fetched from the pool API kept at once.
+    pub proxy_pool_max: usize,
+    /// Whether requests may leave directly when no proxy is usable; `auto` = only when no proxy is configured.
+    pub allow_direct: DirectPolicy,
+    /// Consecutive failures after which a proxy is unhealthy and its tokens are unbound.
+    pub proxy_max_fails: u32,
+    /// What the background health check fetches through an unhealthy proxy; empty = `base_url`'s origin.
+    pub proxy_test_url: String,
+    /// Seconds before the first re-check of an unhealthy proxy; doubles per failed check up to the max.
+    pub proxy_check_base_secs: u64,
+    pub proxy_check_max_secs: u64,
     /// Upstream statuses that make the gateway try another token (5xx always do).
     pub retry_status_codes: Vec<u16>,
     pub max_retries: u32,
@@ -153,12 +167,47 @@ impl Default for GrokSettings {
             proxy_urls: Vec::new(),
             proxy_pool_url: String::new(),
             proxy_pool_interval: 300,
+            proxy_pool_ttl: 0,
+            proxy_pool_max: 500,
+            allow_direct: DirectPolicy::Auto,
+            proxy_max_fails: 3,
+            proxy_test_url: String::new(),
+            proxy_check_base_secs: 30,
+            proxy_check_max_secs: 1800,
             retry_status_codes: vec![401, 403, 429],
             max_retries: 2,
             stream_first_response_timeout: 30.0,
             stream_chunk_timeout: 120.0,
             stream_total_timeout: 600.0,
             connect_timeout: 10.0,
+        }
+    }
+}
+
+/// `grok.allow_direct`: `"auto"` (default), `true` or `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectPolicy {
+    /// Direct only while no proxy is configured at all.
+    Auto,
+    Allow,
+    Deny,
+}
+
+impl<'de> Deserialize<'de> for DirectPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(DirectPolicy::Allow),
+            Raw::Bool(false) => Ok(DirectPolicy::Deny),
+            Raw::Str(s) if s.eq_ignore_ascii_case("auto") => Ok(DirectPolicy::Auto),
+            Raw::Str(s) => Err(serde::de::Error::custom(format!(
+                "allow_direct must be true, false or \"auto\", got \"{s}\""
+            ))),
         }
     }
 }
@@ -243,6 +292,23 @@ impl GrokSettings {
     }
     pub fn base_url_trimmed(&self) -> &str {
         self.base_url.trim_end_matches('/')
+    }
+    /// `proxy_pool_ttl`, or 3 × the interval when it is 0.
+    pub fn proxy_pool_ttl(&self) -> Duration {
+        match self.proxy_pool_ttl {
+            0 => Duration::from_secs(self.proxy_pool_interval.saturating_mul(3)),
+            s => Duration::from_secs(s),
+        }
+    }
+    /// `proxy_test_url`, or the origin of `base_url` (`scheme://host:port/`).
+    pub fn proxy_test_url(&self) -> String {
+        if !self.proxy_test_url.trim().is_empty() {
+            return self.proxy_test_url.trim().to_string();
+        }
+        match reqwest::Url::parse(&self.base_url) {
+            Ok(u) => format!("{}/", u.origin().ascii_serialization()),
+            Err(_) => self.base_url.clone(),
+        }
     }
 }
 
@@ -406,6 +472,55 @@ impl Settings {
                 format!("{code} is not an HTTP status"),
             ));
         }
+        for (i, p) in std::iter::once(&k.proxy_url)
+            .chain(&k.proxy_urls)
+            .enumerate()
+            .filter(|(_, p)| !p.trim().is_empty())
+        {
+            let key = if i == 0 && !k.proxy_url.trim().is_empty() {
+                "grok.proxy_url".to_string()
+            } else {
+                "grok.proxy_urls".to_string()
+            };
+            crate::proxy::normalize_proxy_url(p).map_err(|e| bad(&key, e.to_string()))?;
+        }
+        if !k.proxy_pool_url.trim().is_empty() {
+            match reqwest::Url::parse(k.proxy_pool_url.trim()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(bad(
+                        "grok.proxy_pool_url",
+                        "must be an http or https URL of the pool API".into(),
+                    ))
+                }
+            }
+        }
+        if k.proxy_pool_interval == 0 {
+            return Err(bad(
+                "grok.proxy_pool_interval",
+                "must be at least 1 second".into(),
+            ));
+        }
+        if k.proxy_max_fails == 0 {
+            return Err(bad("grok.proxy_max_fails", "must be at least 1".into()));
+        }
+        if k.proxy_check_base_secs == 0 || k.proxy_check_max_secs < k.proxy_check_base_secs {
+            return Err(bad(
+                "grok.proxy_check_base_secs / grok.proxy_check_max_secs",
+                "need 1 <= base <= max seconds".into(),
+            ));
+        }
+        if !k.proxy_test_url.trim().is_empty() {
+            match reqwest::Url::parse(k.proxy_test_url.trim()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(bad(
+                        "grok.proxy_test_url",
+                        "must be an http or https URL".into(),
+                    ))
+                }
+            }
+        }
         if k.max_retries > 10 {
             return Err(bad("grok.max_retries", "at most 10".into()));
         }
@@ -448,6 +563,13 @@ const GROK_KEYS: &[&str] = &[
     "proxy_urls",
     "proxy_pool_url",
     "proxy_pool_interval",
+    "proxy_pool_ttl",
+    "proxy_pool_max",
+    "allow_direct",
+    "proxy_max_fails",
+    "proxy_test_url",
+    "proxy_check_base_secs",
+    "proxy_check_max_secs",
     "retry_status_codes",
     "max_retries",
     "stream_first_response_timeout",
@@ -685,6 +807,39 @@ mod tests {
                 "grok.{key} not documented"
             );
         }
+    }
+
+    #[test]
+    fn proxy_settings() {
+        let (s, _) = parse(
+            "[grok]\nallow_direct = false\nproxy_pool_interval = 10\nbase_url = \"http://h:81/v1\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.grok.allow_direct, DirectPolicy::Deny);
+        assert_eq!(s.grok.proxy_pool_ttl(), Duration::from_secs(30));
+        assert_eq!(s.grok.proxy_test_url(), "http://h:81/");
+        let (s, _) = parse("[grok]\nallow_direct = true\n").unwrap();
+        assert_eq!(s.grok.allow_direct, DirectPolicy::Allow);
+        assert!(parse("[grok]\nallow_direct = \"maybe\"\n").is_err());
+        for (text, key) in [
+            ("[grok]\nproxy_url = \"socks4://h:1\"\n", "grok.proxy_url"),
+            (
+                "[grok]\nproxy_urls = [\"h:1\", \"ftp://x:1\"]\n",
+                "grok.proxy_urls",
+            ),
+            (
+                "[grok]\nproxy_pool_url = \"socks5://h:1\"\n",
+                "grok.proxy_pool_url",
+            ),
+            ("[grok]\nproxy_max_fails = 0\n", "grok.proxy_max_fails"),
+        ] {
+            let (s, _) = parse(text).unwrap();
+            let err = s.validate("setting.toml").unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let (s, _) = parse("[grok]\nproxy_url = \"http://u:hunter2@h:1/x y\"\n").unwrap();
+        let err = s.validate("setting.toml").unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::api::{router, AppInner, AppState};
 use crate::auth::Sessions;
 use crate::calllog::{CallLog, CallLogOptions};
 use crate::config::{Startup, StorageMode};
-use crate::proxy::{ClientOptions, StaticEgress};
+use crate::proxy::{PoolOptions, ProxyPool};
 use crate::storage::{FileStorage, Storage, StorageError};
 use crate::tokens::TokenPool;
 use crate::upstream::{Forwarder, UpstreamConfig};
@@ -49,12 +49,16 @@ pub async fn run(
 
     let tokens = Arc::new(TokenPool::load(storage.clone()).await?);
     let sessions = Sessions::load(storage.clone()).await?;
-    let egress = Arc::new(StaticEgress::new(
-        &settings.grok.proxy_url,
-        ClientOptions {
-            connect_timeout: settings.grok.connect_timeout(),
-        },
+    let proxies = Arc::new(ProxyPool::new(
+        PoolOptions::from_settings(&settings.grok)?,
+        storage.clone(),
     )?);
+    {
+        let tokens = tokens.clone();
+        proxies
+            .load_state(&move |key: &str| tokens.find(key).map(|t| t.id.clone()))
+            .await?;
+    }
     let calllog = CallLog::start(
         storage.clone(),
         &tokens,
@@ -67,7 +71,7 @@ pub async fn run(
     )
     .await?;
     let upstream = UpstreamConfig::new(settings.clone()).map_err(ServerError::Settings)?;
-    let forwarder = Forwarder::new(upstream, tokens.clone(), egress, calllog.clone());
+    let forwarder = Forwarder::new(upstream, tokens.clone(), proxies.clone(), calllog.clone());
 
     let state = AppState(Arc::new(AppInner {
         settings: settings.clone(),
@@ -81,11 +85,13 @@ pub async fn run(
     }));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let saver = tokio::spawn(
+    let mut background = vec![tokio::spawn(
         tokens
             .clone()
             .run_saver(settings.global.batch_save_every(), stop_rx.clone()),
-    );
+    )];
+    background
+        .extend(proxies.spawn_background(settings.global.batch_save_every(), stop_rx.clone()));
 
     let addr = format!("{}:{}", settings.global.host, settings.global.port);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -103,6 +109,8 @@ pub async fn run(
         addr = %local,
         storage = startup.storage_mode.as_str(),
         tokens = tokens.len(),
+        proxies = proxies.len(),
+        direct_allowed = proxies.direct_allowed(),
         upstream = %settings.grok.base_url,
         "grok2api listening"
     );
@@ -127,7 +135,7 @@ pub async fn run(
         r = &mut serve => {
             // The server ended on its own: an error; still flush what we have.
             let r = r.map_err(|e| ServerError::Serve(std::io::Error::other(e)));
-            flush(&tokens, &calllog, &stop_tx, saver).await;
+            flush(&tokens, &proxies, &calllog, &stop_tx, background).await;
             return r?.map_err(ServerError::Serve);
         }
         _ = signal_rx => {}
@@ -146,22 +154,28 @@ pub async fn run(
             serve.abort();
         }
     }
-    flush(&tokens, &calllog, &stop_tx, saver).await;
+    flush(&tokens, &proxies, &calllog, &stop_tx, background).await;
     tracing::info!("bye");
     Ok(())
 }
 
 async fn flush(
     tokens: &TokenPool,
+    proxies: &ProxyPool,
     calllog: &CallLog,
     stop_tx: &tokio::sync::watch::Sender<bool>,
-    saver: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 ) {
     let _ = stop_tx.send(true);
-    let _ = saver.await;
+    for task in background {
+        let _ = task.await;
+    }
     calllog.shutdown().await;
     let q = calllog.queue_stats();
     tracing::info!(recorded = q.recorded, dropped = q.dropped, "call log saved");
+    if let Err(e) = proxies.save_if_dirty().await {
+        tracing::error!(error = %e, "saving proxy state at shutdown failed");
+    }
     match tokens.save_if_dirty().await {
         Ok(true) => tracing::info!("token state saved"),
         Ok(false) => {}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod proxies;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -314,4 +316,12 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// The peer address the mock saw, from its echo header: which egress carried the request.
+pub fn peer(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-mock-peer")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
 }

@@ -44,6 +44,10 @@ pub const MODELS: &[&str] = &[
 /// Header echoing the credential the request carried.
 pub const CREDENTIAL_HEADER: &str = "x-mock-credential";
 
+/// Header echoing the IP address the request's TCP connection came from, so a test can tell which egress
+/// proxy (each bound to its own loopback address) carried it.
+pub const PEER_HEADER: &str = "x-mock-peer";
+
 /// A 1x1 transparent PNG served under `/media/*`.
 pub const PNG: &[u8] = &[
     0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
@@ -118,6 +122,8 @@ pub struct Stats {
     pub requests: u64,
     /// Requests per non-empty credential.
     pub by_credential: BTreeMap<String, u64>,
+    /// Requests per peer IP address of the connection.
+    pub by_peer: BTreeMap<String, u64>,
     pub streams_started: u64,
     /// SSE bodies fully sent.
     pub streams_completed: u64,
@@ -135,6 +141,7 @@ struct Inner {
     rules: Mutex<Vec<Rule>>,
     requests: AtomicU64,
     by_credential: Mutex<HashMap<String, u64>>,
+    by_peer: Mutex<HashMap<IpAddr, u64>>,
     streams_started: AtomicU64,
     streams_completed: AtomicU64,
     streams_cancelled: AtomicU64,
@@ -154,6 +161,7 @@ impl Inner {
             rules: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             by_credential: Mutex::new(HashMap::new()),
+            by_peer: Mutex::new(HashMap::new()),
             streams_started: AtomicU64::new(0),
             streams_completed: AtomicU64::new(0),
             streams_cancelled: AtomicU64::new(0),
@@ -202,6 +210,10 @@ impl Inner {
                 .iter()
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
+            by_peer: lock(&self.by_peer)
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             streams_started: self.streams_started.load(Ordering::Relaxed),
             streams_completed: self.streams_completed.load(Ordering::Relaxed),
             streams_cancelled: self.streams_cancelled.load(Ordering::Relaxed),
@@ -213,13 +225,17 @@ impl Inner {
     fn reset_stats(&self) {
         self.requests.store(0, Ordering::Relaxed);
         lock(&self.by_credential).clear();
+        lock(&self.by_peer).clear();
         self.streams_started.store(0, Ordering::Relaxed);
         self.streams_completed.store(0, Ordering::Relaxed);
         self.streams_cancelled.store(0, Ordering::Relaxed);
     }
 
-    fn count_request(&self, credential: &str) {
+    fn count_request(&self, credential: &str, peer: Option<IpAddr>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(ip) = peer {
+            *lock(&self.by_peer).entry(ip).or_insert(0) += 1;
+        }
         if credential.is_empty() {
             return;
         }
@@ -305,6 +321,7 @@ impl Drop for StreamGuard {
 /// task drop the socket abruptly.
 struct ConnCtl {
     reset: Notify,
+    peer: Option<IpAddr>,
 }
 
 struct App {
@@ -319,7 +336,7 @@ impl App {
             return self.route(req).await;
         }
         let credential = credential(req.headers());
-        self.inner.count_request(&credential);
+        self.inner.count_request(&credential, conn.peer);
         let _in_flight = InFlight::enter(&self.inner);
         let mut resp = if credential.is_empty() {
             error_response(
@@ -349,6 +366,12 @@ impl App {
         };
         if let Ok(v) = HeaderValue::from_bytes(credential.as_bytes()) {
             resp.headers_mut().insert(CREDENTIAL_HEADER, v);
+        }
+        if let Some(v) = conn
+            .peer
+            .and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
+        {
+            resp.headers_mut().insert(PEER_HEADER, v);
         }
         resp
     }
@@ -945,6 +968,7 @@ async fn serve_connection(app: Arc<App>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let ctl = Arc::new(ConnCtl {
         reset: Notify::new(),
+        peer: stream.peer_addr().ok().map(|a| a.ip()),
     });
     let svc = {
         let ctl = ctl.clone();

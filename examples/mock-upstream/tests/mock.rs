@@ -604,3 +604,24 @@ async fn stop_closes_listener() {
     server.stop().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn peer_address_is_echoed_and_counted() {
+    let server = MockServer::start().await.unwrap();
+    // Connect from 127.0.0.2 so the peer differs from the listening address.
+    let c = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("{}/models", server.base_url()))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-mock-peer"], "127.0.0.2");
+    let s = wait_for(&server, |s| s.requests == 1).await;
+    assert_eq!(s.by_peer.get("127.0.0.2"), Some(&1));
+    server.reset_stats();
+    assert!(server.stats().by_peer.is_empty());
+}

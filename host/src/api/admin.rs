@@ -21,7 +21,7 @@ use crate::util::now_ms;
 /// JSON body whose rejection is a JSON error naming the problem.
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
-struct Body<T>(T);
+pub(super) struct Body<T>(pub(super) T);
 
 pub fn router(state: AppState) -> Router<AppState> {
     let protected = Router::new()
@@ -51,7 +51,11 @@ fn bearer(req: &Request) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn require_session(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(super) async fn require_session(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(token) = bearer(&req) else {
         return ApiError::unauthorized("UNAUTHORIZED", "未授权访问").into_response();
     };
@@ -252,8 +256,19 @@ async fn delete_tokens(
     Body(body): Body<TokensBody>,
 ) -> Result<Response, ApiError> {
     parse_kind(body.token_type.as_deref())?;
+    // Resolved before the delete, while secrets still map to ids: their proxy bindings go too.
+    let ids: Vec<String> = body
+        .tokens
+        .iter()
+        .filter_map(|k| state.tokens.find(k).map(|t| t.id.clone()))
+        .collect();
     let n = state.tokens.delete(&body.tokens).await;
     save_now(&state).await;
+    if state.forwarder.proxies().unbind_tokens(&ids) > 0 {
+        if let Err(e) = state.forwarder.proxies().save_if_dirty().await {
+            tracing::error!(error = %e, "saving proxy state after a token delete failed; will retry");
+        }
+    }
     Ok(
         Json(json!({"success": true, "message": format!("成功删除 {n} 个Token"), "count": n}))
             .into_response(),

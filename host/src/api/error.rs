@@ -93,6 +93,12 @@ impl IntoResponse for ApiError {
         if let Some(v) = self.retry_after {
             resp.headers_mut().insert(http::header::RETRY_AFTER, *v);
         }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is never read, so the connection cannot be reused: say so, or a client
+            // sends its next request into a socket that is about to close.
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

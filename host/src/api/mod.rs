@@ -4,6 +4,7 @@ mod admin;
 pub mod error;
 mod logs;
 mod openai;
+mod proxies;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(openai::router(state.clone()))
         .merge(admin::router(state.clone()))
+        .merge(proxies::router(state.clone()))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -1,16 +1,33 @@
-//! Egress: which way a request leaves the gateway (direct or through a forward proxy), and the pooled HTTP
-//! client for that way.
+//! Egress: which way a request leaves the gateway (direct or through a forward proxy), and the proxy pool that
+//! decides it.
 //!
-//! This is the seam the proxy pool and the selection hook fill: the forwarder only asks an [`EgressSelector`]
-//! for an [`Egress`] and reports how it went. The built-in [`StaticEgress`] sends everything through
-//! `grok.proxy_url`, or direct when it is empty.
+//! - `pool.rs`: the proxies (one pooled `reqwest::Client` each), token bindings, counters, health, persistence;
+//! - `select.rs`: the built-in [`ProxySelector`](crate::hooks::ProxySelector) (keep the bound healthy proxy,
+//!   else round-robin preferring proxies with fewer bindings);
+//! - `parser.rs`: the built-in [`PoolParser`](crate::hooks::PoolParser) for pool-API answers;
+//! - `source.rs`: the pool API fetch (start-up, interval, single-flight on demand), TTL and size pruning;
+//! - `health.rs`: background re-checks of unhealthy proxies with exponential backoff and jitter.
+//!
+//! The forwarder asks [`ProxyPool::egress`] for an [`Egress`] and reports how the attempt went.
+
+mod health;
+mod parser;
+mod pool;
+mod select;
+mod source;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::tokens::Token;
+pub use health::{probe, ProbeResult};
+pub use parser::BuiltinParser;
+pub use pool::{
+    AssignError, NoEgress, PoolOptions, ProxyEntry, ProxyListing, ProxyPool, ProxyView,
+};
+pub use select::BuiltinSelector;
+pub use source::{FetchError, RefreshReport};
 
 #[derive(Debug, Error)]
 pub enum ProxyError {
@@ -29,25 +46,20 @@ pub struct RequestInfo<'a> {
     pub stream: bool,
 }
 
-/// A way out: a label for logs (credentials masked) and the client that goes that way.
+/// A way out: a label for logs (credentials masked), the client that goes that way, and the pool entry to
+/// report the outcome to (`None` when direct).
 #[derive(Clone, Debug)]
 pub struct Egress {
-    /// `None` means direct.
+    /// Masked proxy URL; `None` means direct.
     pub proxy: Option<Arc<str>>,
     pub client: reqwest::Client,
+    pub entry: Option<Arc<ProxyEntry>>,
 }
 
 impl Egress {
     pub fn label(&self) -> &str {
         self.proxy.as_deref().unwrap_or("direct")
     }
-}
-
-pub trait EgressSelector: Send + Sync + 'static {
-    fn select(&self, token: &Token, info: &RequestInfo<'_>) -> Egress;
-    /// How the attempt through `egress` went, so health can be tracked. `ok == false` means the egress itself
-    /// failed (connect error, timeout), not that the upstream answered an error.
-    fn report(&self, _egress: &Egress, _ok: bool, _latency: Duration) {}
 }
 
 /// Settings that shape every upstream client.
@@ -137,31 +149,55 @@ pub fn mask_proxy_url(url: &str) -> String {
     }
 }
 
-/// The built-in egress: one static proxy (`grok.proxy_url`) or direct.
-pub struct StaticEgress {
-    egress: Egress,
-}
-
-impl StaticEgress {
-    pub fn new(proxy_url: &str, opts: ClientOptions) -> Result<StaticEgress, ProxyError> {
-        let proxy = if proxy_url.trim().is_empty() {
-            None
-        } else {
-            Some(normalize_proxy_url(proxy_url)?)
-        };
-        let client = build_client(proxy.as_deref(), opts)?;
-        Ok(StaticEgress {
-            egress: Egress {
-                proxy: proxy.map(|p| Arc::from(mask_proxy_url(&p))),
-                client,
-            },
-        })
+/// An error with its causes (reqwest's top-level message alone says little).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
     }
+    s
 }
 
-impl EgressSelector for StaticEgress {
-    fn select(&self, _token: &Token, _info: &RequestInfo<'_>) -> Egress {
-        self.egress.clone()
+/// Masks the password of every `scheme://user:password@` in a free text (an error message, say).
+pub fn scrub_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | ')' | '"' | '\''))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rsplit_once('@') {
+            Some((creds, host)) => {
+                let user = creds.split(':').next().unwrap_or("");
+                out.push_str(&format!("{user}:****@{host}"));
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A URL for logs: password and query string (which often carry an API key) masked.
+pub fn mask_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("****"));
+            }
+            if u.query().is_some() {
+                u.set_query(Some("****"));
+            }
+            u.to_string()
+        }
+        Err(_) => mask_proxy_url(url),
     }
 }
 
@@ -186,6 +222,16 @@ mod tests {
         assert!(normalize_proxy_url("").is_err());
         assert!(normalize_proxy_url("socks5h://h").is_err());
         assert!(normalize_proxy_url("http://a:1\nhttp://b:2").is_err());
+    }
+
+    #[test]
+    fn scrubs_credentials_in_text() {
+        assert_eq!(
+            scrub_userinfo("error for http://u:pw@h:1/x and socks5h://a:b@c:2"),
+            "error for http://u:****@h:1/x and socks5h://a:****@c:2"
+        );
+        assert_eq!(scrub_userinfo("no url here"), "no url here");
+        assert_eq!(scrub_userinfo("http://h:1/p"), "http://h:1/p");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{CallLogEntry, SessionRecord, Storage, StorageError, TokenFile};
+use super::{CallLogEntry, ProxyStateFile, SessionRecord, Storage, StorageError, TokenFile};
 use crate::config::StorageMode;
 
 pub const TOKENS_FILE: &str = "token.json";
@@ -32,6 +32,8 @@ struct CallLogFileOut<'a> {
     logs: &'a [Arc<CallLogEntry>],
     meta: serde_json::Value,
 }
+
+pub const PROXY_STATE_FILE: &str = "proxy_state.json";
 
 #[derive(Debug, Clone)]
 pub struct FileStorage {
@@ -258,13 +260,25 @@ impl Storage for FileStorage {
         })
         .await?
     }
+
+    // --- Proxy pool state -------------------------------------------------------------------------------
+    async fn load_proxy_state(&self) -> Result<ProxyStateFile, StorageError> {
+        self.load_json(PROXY_STATE_FILE).await
+    }
+
+    async fn save_proxy_state(&self, state: &ProxyStateFile) -> Result<(), StorageError> {
+        self.save_json(PROXY_STATE_FILE, state).await
+    }
 }
 
 /// Entries of a call-log journal, and how many lines could not be read (a torn last line after a crash).
 pub fn decode_journal(bytes: &[u8]) -> (Vec<CallLogEntry>, usize) {
     let mut out = Vec::new();
     let mut skipped = 0;
-    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()) {
+    for line in bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+    {
         match serde_json::from_slice::<CallLogEntry>(line) {
             Ok(e) if !e.id.is_empty() => out.push(e),
             _ => skipped += 1,
@@ -411,6 +425,32 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec![TOKENS_FILE.to_string()]);
+    }
+
+    #[tokio::test]
+    async fn proxy_state_round_trips_and_reads_grok2api_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStorage::new(dir.path()).unwrap();
+        assert_eq!(
+            s.load_proxy_state().await.unwrap(),
+            ProxyStateFile::default()
+        );
+        // Grok2API Pro's shape: no source / last_seen, assignments keyed by the full token.
+        std::fs::write(
+            dir.path().join(PROXY_STATE_FILE),
+            r#"{"proxies": {"socks5h://1.2.3.4:1080": {"url": "socks5h://1.2.3.4:1080", "healthy": false,
+               "fail_count": 3, "last_used": 5, "assigned_sso": ["tok"], "total_requests": 3,
+               "success_requests": 10, "x": 1}}, "assignments": {"tok": "socks5h://1.2.3.4:1080"}}"#,
+        )
+        .unwrap();
+        let f = s.load_proxy_state().await.unwrap();
+        let r = &f.proxies["socks5h://1.2.3.4:1080"];
+        assert!(!r.healthy);
+        assert_eq!((r.fail_count, r.success_requests), (3, 10));
+        assert_eq!(r.source, None);
+        assert_eq!(r.extra["x"], 1);
+        s.save_proxy_state(&f).await.unwrap();
+        assert_eq!(s.load_proxy_state().await.unwrap(), f);
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! trait. Storage knows the persisted shapes and nothing of HTTP, plugins or the request path.
 
 mod file;
+pub mod proxy_state;
 pub mod types;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 pub use file::{decode_journal, FileStorage};
+pub use proxy_state::{ProxyRecord, ProxyStateFile};
 pub use types::{CallLogEntry, SessionRecord, TokenFile, TokenRecord};
 
 use crate::config::StorageMode;
@@ -51,4 +53,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn append_call_logs(&self, batch: Vec<Arc<CallLogEntry>>) -> Result<(), StorageError>;
     /// Replaces everything stored with `all` (compaction, retention, deletion).
     async fn replace_call_logs(&self, all: Vec<Arc<CallLogEntry>>) -> Result<(), StorageError>;
+
+    // --- Proxy pool state (`proxy_state.json`) -----------------------------------------------------------
+    /// The proxy pool and token bindings. An unreadable store is set aside (never overwritten) and an empty
+    /// state returned.
+    async fn load_proxy_state(&self) -> Result<ProxyStateFile, StorageError>;
+    async fn save_proxy_state(&self, state: &ProxyStateFile) -> Result<(), StorageError>;
 }

@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use crate::calllog::{CallLog, CallRecord};
 use crate::config::{AuthHeader, Settings};
-use crate::proxy::{EgressSelector, RequestInfo};
+use crate::proxy::{ProxyEntry, ProxyPool, RequestInfo};
 use crate::tokens::{Outcome, TokenPool};
 
 pub use body::TimedBody;
@@ -40,6 +40,8 @@ pub enum ForwardError {
     Timeout(&'static str),
     #[error("invalid credential for the upstream header")]
     BadCredential,
+    #[error("{0}")]
+    NoEgress(#[from] crate::proxy::NoEgress),
 }
 
 impl ForwardError {
@@ -69,6 +71,11 @@ impl ForwardError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
                 "bad_credential",
+            ),
+            ForwardError::NoEgress(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "no_available_proxy",
             ),
         }
     }
@@ -128,7 +135,7 @@ impl UpstreamConfig {
 pub struct Forwarder {
     config: ArcSwap<UpstreamConfig>,
     tokens: Arc<TokenPool>,
-    egress: Arc<dyn EgressSelector>,
+    proxies: Arc<ProxyPool>,
     calllog: CallLog,
 }
 
@@ -138,17 +145,23 @@ enum AttemptError {
     Final(ForwardError),
 }
 
+/// Upstream statuses that blame the egress: 403 (a Cloudflare block marks the exit IP) and 407 (the proxy
+/// refused our credentials).
+fn blames_proxy(status: u16) -> bool {
+    matches!(status, 403 | 407)
+}
+
 impl Forwarder {
     pub fn new(
         config: UpstreamConfig,
         tokens: Arc<TokenPool>,
-        egress: Arc<dyn EgressSelector>,
+        proxies: Arc<ProxyPool>,
         calllog: CallLog,
     ) -> Forwarder {
         Forwarder {
             config: ArcSwap::from_pointee(config),
             tokens,
-            egress,
+            proxies,
             calllog,
         }
     }
@@ -162,8 +175,8 @@ impl Forwarder {
         &self.tokens
     }
 
-    pub fn egress(&self) -> &Arc<dyn EgressSelector> {
-        &self.egress
+    pub fn proxies(&self) -> &Arc<ProxyPool> {
+        &self.proxies
     }
 
     pub fn config(&self) -> arc_swap::Guard<Arc<UpstreamConfig>> {
@@ -182,6 +195,8 @@ impl Forwarder {
         let is_super = grok.is_super_model(&req.model);
         let url = format!("{}{}", cfg.base_url, req.path);
         let mut tried: Vec<String> = Vec::new();
+        // Proxies that failed this request: later attempts go another way.
+        let mut failed_proxies: Vec<Arc<ProxyEntry>> = Vec::new();
         let mut last_error: Option<ForwardError> = None;
 
         for _attempt in 0..=grok.max_retries {
@@ -195,9 +210,17 @@ impl Forwarder {
                 route: record.route,
                 stream: req.stream,
             };
-            let egress = self.egress.select(&token, &info);
             record.token_id = Some(token.id.clone());
             record.token_masked = Some(token.masked());
+            let egress = match self.proxies.egress(&info, &failed_proxies).await {
+                Ok(e) => e,
+                Err(e) => {
+                    // Never fall back to a direct connection the operator did not allow.
+                    record.proxy = None;
+                    last_error = Some(e.into());
+                    break;
+                }
+            };
             record.proxy = egress.proxy.as_deref().map(str::to_string);
 
             let auth = match cfg.auth.value(token.secret().expose()) {
@@ -244,10 +267,16 @@ impl Forwarder {
             let sent_at = Instant::now();
             let result = tokio::time::timeout(header_wait, builder.send()).await;
             record.upstream_wait += sent_at.elapsed();
+            // Set when the attempt failed because of its proxy: retry another way, keep the token.
+            let mut proxy_failed = false;
             let attempt = match result {
                 Err(_) => {
                     lease.report(Outcome::Transient);
-                    self.egress.report(&egress, false, sent_at.elapsed());
+                    if let Some(p) = &egress.entry {
+                        self.proxies
+                            .report_failure(p, "timeout before the first byte");
+                        proxy_failed = true;
+                    }
                     Err(AttemptError::Retryable {
                         reason: "timeout".into(),
                         last: ForwardError::Timeout("waiting for the answer's headers"),
@@ -255,11 +284,16 @@ impl Forwarder {
                 }
                 Ok(Err(e)) => {
                     lease.report(Outcome::Transient);
-                    self.egress.report(&egress, false, sent_at.elapsed());
+                    let mut chain = error_chain(&e);
+                    if let Some(p) = &egress.entry {
+                        chain = p.scrub(&chain);
+                        self.proxies.report_failure(p, &chain);
+                        proxy_failed = true;
+                    }
                     let last = if e.is_timeout() {
                         ForwardError::Timeout("connecting")
                     } else {
-                        ForwardError::Connect(error_chain(&e))
+                        ForwardError::Connect(chain)
                     };
                     Err(AttemptError::Retryable {
                         reason: "connect error".into(),
@@ -267,8 +301,16 @@ impl Forwarder {
                     })
                 }
                 Ok(Ok(resp)) => {
-                    self.egress.report(&egress, true, sent_at.elapsed());
                     let status = resp.status();
+                    if let Some(p) = &egress.entry {
+                        if blames_proxy(status.as_u16()) {
+                            self.proxies
+                                .report_failure(p, &format!("upstream answered {status}"));
+                            proxy_failed = true;
+                        } else {
+                            self.proxies.report_ok(p, sent_at.elapsed());
+                        }
+                    }
                     if status.is_success() {
                         lease.report(Outcome::Success {
                             remaining: header_i64(resp.headers(), "x-ratelimit-remaining-requests"),
@@ -293,7 +335,16 @@ impl Forwarder {
                 }
                 Err(AttemptError::Final(e)) => return Err((e, record)),
                 Err(AttemptError::Retryable { reason, last }) => {
-                    tried.push(token.id.clone());
+                    if proxy_failed {
+                        if let Some(p) = egress.entry.clone() {
+                            failed_proxies.push(p);
+                        }
+                    }
+                    // A token whose attempt failed only at its proxy may go again through another one; a 403
+                    // also counts against the token (its health was updated above), so it is not retried.
+                    if !proxy_failed || status_of(&last) == Some(403) {
+                        tried.push(token.id.clone());
+                    }
                     record
                         .retries
                         .push(format!("{}@{}: {reason}", token.id, egress.label()));
@@ -301,8 +352,11 @@ impl Forwarder {
                 }
             }
         }
-        // The last attempt is in `record.token_id`; only the ones before it count as retries.
-        record.retries.pop();
+        // The last attempt is in `record.token_id`; only the ones before it count as retries. (An attempt that
+        // found no egress never went out, so the last retry entry is a real earlier attempt.)
+        if !matches!(last_error, Some(ForwardError::NoEgress(_))) {
+            record.retries.pop();
+        }
         let err = last_error.unwrap_or_else(|| ForwardError::NoToken {
             model: req.model.clone(),
             retry_after_ms: self.tokens.soonest_cooldown_ms(is_super),
@@ -335,6 +389,16 @@ impl Forwarder {
                 Err(AttemptError::Retryable {
                     reason: "429".into(),
                     last: ForwardError::RateLimited { retry_after },
+                })
+            }
+            407 => {
+                // The proxy refused us; the token is not at fault.
+                lease.report(Outcome::Transient);
+                Err(AttemptError::Retryable {
+                    reason: "proxy 407".into(),
+                    last: ForwardError::Connect(format!(
+                        "egress proxy refused the request: {message}"
+                    )),
                 })
             }
             401 | 403 => {
@@ -476,7 +540,11 @@ impl Forwarder {
             route: "/api/tokens/test",
             stream: false,
         };
-        let egress = self.egress.select(token, &info);
+        let egress = self
+            .proxies
+            .egress(&info, &[])
+            .await
+            .map_err(|e| e.to_string())?;
         let auth = cfg
             .auth
             .value(token.secret().expose())
@@ -489,7 +557,10 @@ impl Forwarder {
         let resp = tokio::time::timeout(Duration::from_secs(15), send)
             .await
             .map_err(|_| "timed out".to_string())?
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| match &egress.entry {
+                Some(p) => p.scrub(&error_chain(&e)),
+                None => error_chain(&e),
+            })?;
         let status = resp.status().as_u16();
         match status {
             200..=299 => lease.report(Outcome::Success {
@@ -530,6 +601,13 @@ fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
             continue;
         }
         to.append(name.clone(), value.clone());
+    }
+}
+
+fn status_of(e: &ForwardError) -> Option<u16> {
+    match e {
+        ForwardError::Upstream { status, .. } => Some(*status),
+        _ => None,
     }
 }
 
