@@ -51,7 +51,11 @@ fn bearer(req: &Request) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn require_session(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(super) async fn require_session(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(token) = bearer(&req) else {
         return ApiError::unauthorized("UNAUTHORIZED", "未授权访问").into_response();
     };

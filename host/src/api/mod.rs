@@ -4,6 +4,8 @@ mod admin;
 pub mod error;
 mod logs;
 mod openai;
+mod timeline;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(openai::router(state.clone()))
         .merge(admin::router(state.clone()))
+        .merge(ui::router(state.clone()))
         .route("/health", get(health))
         .fallback(not_found)
         .layer(middleware::from_fn(request_id))
