@@ -43,7 +43,10 @@ async fn pages_and_assets_are_served_with_their_types() {
         let html = r.text().await.unwrap();
         assert!(!html.contains("__V__"), "version placeholder replaced");
         // No outside host: every script and stylesheet is local.
-        assert!(!html.contains("https://") && !html.contains("//cdn"), "{path}");
+        assert!(
+            !html.contains("https://") && !html.contains("//cdn"),
+            "{path}"
+        );
         let at = html.find("/ui/common.js?v=").expect("versioned asset link") + 16;
         version = html[at..at + 12].to_string();
     }
@@ -130,14 +133,22 @@ async fn timeline_counts_calls_per_minute_behind_the_session() {
     assert_eq!(d["bucket_ms"], 60_000);
     let sum: u64 = buckets.iter().map(|b| b["total"].as_u64().unwrap()).sum();
     assert_eq!(sum, 3);
-    assert!(buckets.last().unwrap()["total"].as_u64().unwrap() > 0 || buckets[58]["total"].as_u64().unwrap() > 0);
+    assert!(
+        buckets.last().unwrap()["total"].as_u64().unwrap() > 0
+            || buckets[58]["total"].as_u64().unwrap() > 0
+    );
     assert!(d["p95_response_time"].as_f64().unwrap() >= d["p50_response_time"].as_f64().unwrap());
 
     let day = gw
         .admin_get(&session, "/api/logs/timeline?minutes=1440&bucket=300")
         .await;
     assert_eq!(day["data"]["buckets"].as_array().unwrap().len(), 288);
-    for bad in ["minutes=0", "minutes=abc", "bucket=30", "minutes=10080&bucket=60"] {
+    for bad in [
+        "minutes=0",
+        "minutes=abc",
+        "bucket=30",
+        "minutes=10080&bucket=60",
+    ] {
         let r = gw
             .http
             .get(gw.url(&format!("/api/logs/timeline?{bad}")))
@@ -150,7 +161,10 @@ async fn timeline_counts_calls_per_minute_behind_the_session() {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Node, Chromium and playwright-core, or why not.

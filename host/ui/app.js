@@ -9,6 +9,22 @@
 
   // ---------- small building blocks ----------
 
+  const SVG = 'http://www.w3.org/2000/svg';
+  function s(tag, attrs, ...kids) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+    for (const k of kids) e.append(k instanceof Node ? k : String(k));
+    return e;
+  }
+
+  // Line icons drawn inline (no icon font to fetch): copy (two sheets) and mask (asterisk in a box).
+  const ICONS = {
+    copy: ['M9 9h10v10H9z', 'M5 15V5h10'],
+    mask: ['M4 6h16v12H4z', 'M12 9v6', 'M9.4 10.5l5.2 3', 'M14.6 10.5l-5.2 3'],
+  };
+  const icon = (name) => s('svg', { viewBox: '0 0 24 24', width: 15, height: 15, 'aria-hidden': 'true', class: 'icon' },
+    ...ICONS[name].map((d) => s('path', { d })));
+
   const fail = (e) => { if (e && e.status !== 401) toast(e.message || t('err.failed'), 'err'); };
   const isMissing = (e) => e && e.status === 404;
   const unavailable = () => h('div', { class: 'panel empty-state', role: 'note' }, t('common.unavailable'));
@@ -34,7 +50,9 @@
     }
     for (const r of rows) {
       const tr = h('tr', r.attrs || null);
-      cols.forEach((c, i) => tr.append(h('td', { 'data-label': c.label, class: c.cls }, r.cells[i])));
+      // Empty cells ('—') are dropped from the stacked phone layout to keep cards short.
+      cols.forEach((c, i) => tr.append(h('td', { 'data-label': typeof c.label === 'string' ? c.label : '',
+        class: [c.cls, r.cells[i] === '—' ? 'is-empty' : ''].filter(Boolean).join(' ') || null }, r.cells[i])));
       body.append(tr);
     }
     el.replaceChildren(head, body);
@@ -169,13 +187,6 @@
     $('#ov-health').replaceChildren(...health);
   }
 
-  const SVG = 'http://www.w3.org/2000/svg';
-  function s(tag, attrs, ...kids) {
-    const e = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
-    for (const k of kids) e.append(k instanceof Node ? k : String(k));
-    return e;
-  }
 
   // Stacked bars (success below, failures above) per bucket and a success-rate line on a 0–100% right axis.
   function drawChart(box, d) {
@@ -281,8 +292,8 @@
         h('div', { class: 'tok-cell' },
           h('code', { class: 'mono' }, x.token),
           h('div', { class: 'tok-id' }, 'ID ', h('code', null, x.token_id),
-            h('button', { type: 'button', class: 'icon-btn', title: t('tok.copyId'), 'aria-label': t('tok.copyId'), onclick: () => copy(x.token_id) }, '⧉'),
-            h('button', { type: 'button', class: 'icon-btn', title: t('tok.copyMasked'), 'aria-label': t('tok.copyMasked'), onclick: () => copy(x.token) }, '✱'))),
+            h('button', { type: 'button', class: 'icon-btn', title: t('tok.copyId'), 'aria-label': t('tok.copyId'), onclick: () => copy(x.token_id) }, icon('copy')),
+            h('button', { type: 'button', class: 'icon-btn', title: t('tok.copyMasked'), 'aria-label': t('tok.copyMasked'), onclick: () => copy(x.token) }, icon('mask')))),
         t('type.' + x.token_type),
         statusBadge(x.status),
         x.cooldown_remaining_ms > 0 ? badge(fmtDur(x.cooldown_remaining_ms), 'warn') : '—',
@@ -461,7 +472,7 @@
           row('log.stream', e.stream ? t('common.yes') : t('common.no')), row('log.retries', e.retries),
           row('log.usage', e.prompt_tokens != null || e.completion_tokens != null ? `${e.prompt_tokens ?? '—'} + ${e.completion_tokens ?? '—'}` : ''),
           row('log.token', h('span', null, h('code', { class: 'mono' }, e.sso || '—'), ' ', h('code', { class: 'mono small' }, e.token_id || ''),
-            e.token_id ? h('button', { type: 'button', class: 'icon-btn', 'aria-label': t('tok.copyId'), title: t('tok.copyId'), onclick: () => copy(e.token_id) }, '⧉') : null)),
+            e.token_id ? h('button', { type: 'button', class: 'icon-btn', 'aria-label': t('tok.copyId'), title: t('tok.copyId'), onclick: () => copy(e.token_id) }, icon('copy')) : null)),
           row('log.proxy', e.proxy_used || t('log.direct')), row('log.client', e.client_ip), row('log.requestId', e.request_id && h('code', { class: 'mono small' }, e.request_id)),
           row('log.error', e.error_message && h('span', null, h('pre', { class: 'err-pre' }, e.error_message),
             h('button', { type: 'button', class: 'btn btn-ghost btn-sm', onclick: () => copy(e.error_message) }, t('common.copy'))))),

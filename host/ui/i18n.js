@@ -1,7 +1,7 @@
 // UI strings, Chinese (default, as in Grok2API) and English. Keys are grouped by page.
 window.I18N = {
   zh: {
-    'app.title': 'Grok2API 管理控制台',
+    'app.title': 'Grok2API 管理控制台', 'app.sub': '管理控制台',
     'lang.label': '语言',
     'nav.overview': '概览', 'nav.tokens': 'Token 管理', 'nav.logs': '调用日志', 'nav.proxies': '代理管理',
     'nav.plugins': '插件', 'nav.settings': 'Setting 配置',
@@ -63,7 +63,7 @@ window.I18N = {
     'set.noChange': '没有修改', 'set.help': '这些设置可在运行时修改。密钥类设置只能写入，不会回传到浏览器。',
   },
   en: {
-    'app.title': 'Grok2API Admin Console',
+    'app.title': 'Grok2API Admin Console', 'app.sub': 'Admin console',
     'lang.label': 'Language',
     'nav.overview': 'Overview', 'nav.tokens': 'Tokens', 'nav.logs': 'Call log', 'nav.proxies': 'Proxies',
     'nav.plugins': 'Plugins', 'nav.settings': 'Settings',

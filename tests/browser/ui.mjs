@@ -2,7 +2,7 @@
 // Env: GATEWAY_URL, ADMIN_PASSWORD, API_KEY, SCREENSHOT_DIR, MEDIA_ORIGIN, CHROMIUM (default /usr/bin/chromium).
 // Steps whose API is not in this build (404) are skipped with a note. A failure saves failure-<step>.png.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 const BASE = process.env.GATEWAY_URL;
@@ -13,6 +13,7 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const DESKTOP = { width: 1280, height: 860 };
 const PHONE = { width: 375, height: 812 };
 mkdirSync(SHOTS, { recursive: true });
+for (const f of readdirSync(SHOTS)) if (f.startsWith('failure-')) rmSync(join(SHOTS, f));
 
 setTimeout(() => { console.error('browser test timed out'); process.exit(2); }, 240_000).unref();
 
@@ -63,7 +64,10 @@ async function shot(name) {
   for (const [label, vp] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await page.setViewportSize(vp);
     await page.waitForTimeout(350);
-    await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`), fullPage: true });
+    // Phones: the first screens only, so the picture stays legible.
+    const height = await page.evaluate(() => document.documentElement.scrollHeight);
+    const clip = label === 'phone' ? { x: 0, y: 0, width: vp.width, height: Math.min(height, 1800) } : undefined;
+    await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`), fullPage: true, clip });
   }
   await page.setViewportSize(DESKTOP);
 }

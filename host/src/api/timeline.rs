@@ -47,7 +47,9 @@ async fn timeline(
     if bucket_s < 60 || bucket_s % 60 != 0 || minutes * 60 / bucket_s > MAX_BUCKETS {
         return Err(ApiError::bad_param(
             "bucket",
-            format!("`bucket` must be a multiple of 60 seconds giving at most {MAX_BUCKETS} buckets"),
+            format!(
+                "`bucket` must be a multiple of 60 seconds giving at most {MAX_BUCKETS} buckets"
+            ),
         ));
     }
     let bucket_ms = bucket_s * 1000;

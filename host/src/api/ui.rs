@@ -72,10 +72,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/login", get(|| async { page(&PAGES.0) }))
         .route("/manage", get(|| async { page(&PAGES.1) }))
         .route("/ui/{file}", get(asset))
-        .merge(super::timeline::router().route_layer(middleware::from_fn_with_state(
-            state,
-            super::admin::require_session,
-        )))
+        .merge(
+            super::timeline::router().route_layer(middleware::from_fn_with_state(
+                state,
+                super::admin::require_session,
+            )),
+        )
 }
 
 fn page(html: &'static str) -> Response {
@@ -110,7 +112,10 @@ async fn asset(Path(file): Path<String>, Query(q): Query<AssetQuery>, req: Reque
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(a.ctype));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if let Ok(v) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, v);
     }

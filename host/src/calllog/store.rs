@@ -302,7 +302,14 @@ mod timeline_tests {
     #[test]
     fn buckets_count_calls_in_their_window_only() {
         let mut s = LogStore::new(100);
-        for (ts, ok) in [(5, true), (999, true), (1000, false), (1500, true), (2999, true), (3000, true)] {
+        for (ts, ok) in [
+            (5, true),
+            (999, true),
+            (1000, false),
+            (1500, true),
+            (2999, true),
+            (3000, true),
+        ] {
             s.insert(Arc::new(CallLogEntry {
                 timestamp: ts,
                 success: ok,
@@ -312,8 +319,14 @@ mod timeline_tests {
         }
         let t = s.timeline(1000, 1000, 2);
         assert_eq!(t.buckets.len(), 2);
-        assert_eq!((t.buckets[0].t, t.buckets[0].total, t.buckets[0].success), (1000, 2, 1));
-        assert_eq!((t.buckets[1].t, t.buckets[1].total, t.buckets[1].success), (2000, 1, 1));
+        assert_eq!(
+            (t.buckets[0].t, t.buckets[0].total, t.buckets[0].success),
+            (1000, 2, 1)
+        );
+        assert_eq!(
+            (t.buckets[1].t, t.buckets[1].total, t.buckets[1].success),
+            (2000, 1, 1)
+        );
         assert_eq!((t.total, t.success), (3, 2));
         assert_eq!(t.p95_response_time, 1.0);
     }
