@@ -521,7 +521,7 @@
 
   // ---------- proxies ----------
 
-  const px = { bindPage: 1, search: '', tokenFilter: '', chosen: new Set() };
+  const px = { bindPage: 1, search: '', tokenFilter: '', chosen: new Set(), bindProxy: '' };
 
   async function loadProxies() {
     const body = $('#px-body');
@@ -581,7 +581,10 @@
     })));
 
     // Binding: tokens that are usable and not bound yet, as in Grok2API.
-    const proxySel = h('select', { id: 'px-bind-proxy' }, list.map((p) => h('option', { value: p.url }, p.url + (p.healthy ? '' : ' ⚠'))));
+    // The chosen proxy survives re-renders (an import or refresh finishing in the background).
+    const proxySel = h('select', { id: 'px-bind-proxy', onchange: (e) => { px.bindProxy = e.target.value; } },
+      list.map((p) => h('option', { value: p.url }, p.url + (p.healthy ? '' : ' ⚠'))));
+    if (list.some((p) => p.url === px.bindProxy)) proxySel.value = px.bindProxy;
     const candidates = tokens.filter((x) => x.status !== '失效' && !asg[x.token_id]);
     px.chosen = new Set([...px.chosen].filter((id) => candidates.some((x) => x.token_id === id)));
     const tokList = h('div', { class: 'check-list', id: 'px-bind-tokens', role: 'group', 'aria-label': t('px.bind') });

@@ -235,6 +235,90 @@ await step('settings page', async () => {
   await shot('settings');
 });
 
+// Until the proxy and plugin APIs are in this build, their pages are also checked against stand-ins that answer
+// in the shapes of those APIs (in the browser only, via page.route), so layout and flows are exercised and
+// screenshotted. These steps are labelled "stand-in" and never replace the real-API steps above.
+async function withStandIn(pattern, handler, fn) {
+  await page.route(pattern, handler);
+  try { return await fn(); } finally { await page.unroute(pattern, handler); }
+}
+const json = (route, body, status = 200) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(body) });
+
+await step('proxy page against a stand-in API: bind and unbind', async () => {
+  if ((await api('/api/proxies')).status !== 404) return 'skip';
+  const pool = [
+    { url: 'http://127.0.0.1:3128', healthy: true, fail_count: 0, last_used: Date.now(), assigned_sso: [], total_requests: 120, success_requests: 117, source: 'static', last_error: null, ewma_latency_ms: 84.2 },
+    { url: 'socks5://user:****@127.0.0.2:1080', healthy: false, fail_count: 3, last_used: 0, assigned_sso: [], total_requests: 9, success_requests: 2, source: 'pool', last_error: 'connect timed out', ewma_latency_ms: null },
+  ];
+  const assignments = {};
+  const handler = async (route) => {
+    const req = route.request();
+    const path = new URL(req.url()).pathname;
+    const body = req.postDataJSON ? (() => { try { return req.postDataJSON(); } catch { return null; } })() : null;
+    if (path === '/api/proxies' && req.method() === 'GET') {
+      for (const p of pool) p.assigned_sso = Object.keys(assignments).filter((k) => assignments[k] === p.url);
+      return json(route, { success: true, data: { proxies: pool, assignments, total: pool.length } });
+    }
+    if (path === '/api/proxies' && req.method() === 'POST') {
+      if (!/^(https?|socks5h?):\/\//.test(body.url)) return json(route, { success: false, message: '代理格式无效' });
+      if (!pool.some((p) => p.url === body.url)) pool.push({ url: body.url, healthy: true, fail_count: 0, last_used: 0, assigned_sso: [], total_requests: 0, success_requests: 0, source: 'admin', last_error: null, ewma_latency_ms: null });
+      return json(route, { success: true, message: '代理添加成功' });
+    }
+    if (path === '/api/proxies/assign') { assignments[body.sso] = body.proxy_url; return json(route, { success: true, message: '绑定成功' }); }
+    if (path === '/api/proxies/unassign') { delete assignments[body.sso]; return json(route, { success: true, message: '解绑成功' }); }
+    if (path === '/api/proxies/test') return json(route, { success: true, message: '代理连通正常', data: { status_code: 200, response_time: 0.12 } });
+    if (path === '/api/proxies/refresh') { await new Promise((r) => setTimeout(r, 300)); return json(route, { success: true, message: '代理池已刷新: 新增 0 个, 移除 0 个' }); }
+    return json(route, { success: true, message: 'ok' });
+  };
+  await withStandIn('**/api/proxies**', handler, async () => {
+    await tab('overview').click();
+    await tab('proxies').click();
+    await page.locator('#px-table tbody tr[data-proxy]').first().waitFor();
+    await page.fill('#px-url', 'http://127.0.0.1:8888');
+    await page.click('#px-add');
+    await page.locator('#px-table tr[data-proxy="http://127.0.0.1:8888"]').waitFor();
+    await page.click('#px-import');
+    await page.fill('#px-import-text', 'http://127.0.0.3:1\nhttp://127.0.0.3:1\nnot a proxy\n');
+    await page.click('#px-import-go');
+    await toastSays(/成功 1 个，失败 1 个/);
+    await page.selectOption('#px-bind-proxy', 'http://127.0.0.1:3128');
+    await page.fill('#px-token-filter', tokenId);
+    await page.locator(`#px-bind-tokens input[value="${tokenId}"]`).check();
+    await page.click('#px-bind');
+    await page.locator(`#px-bindings tr[data-binding="${tokenId}"]`).waitFor();
+    await page.click('#px-refresh-pool');
+    await toastSays('代理池已刷新');
+    await page.locator('#px-search').fill(tokenId.slice(0, 6));
+    await shot('proxies-standin');
+    await tab('tokens').click();
+    await page.locator(`#tok-table tr[data-token-id="${tokenId}"] code`, { hasText: '127.0.0.1:3128' }).waitFor();
+    await tab('proxies').click();
+    await page.locator(`#px-bindings tr[data-binding="${tokenId}"] button`).click();
+    await toastSays('解绑成功');
+    await page.locator(`#px-bindings tr[data-binding="${tokenId}"]`).waitFor({ state: 'detached' });
+  });
+});
+
+await step('plugin page against a stand-in API: loaded and failed plugins', async () => {
+  if ((await api('/api/plugins')).status !== 404) return 'skip';
+  const data = {
+    dir: 'plugins', hooks: { selector: 'least-latency', pool_parser: null, webhooks: ['audit'] },
+    plugins: [
+      { name: 'least-latency', kind: 'selector', hook: 'selector', file: 'least-latency.wasm', sha256: 'a3f1c9e4b2d87f60a3f1c9e4b2d87f60a3f1c9e4b2d87f60a3f1c9e4b2d87f60', version: '0.1.0', state: 'loaded', loaded_at_ms: Date.now() - 3_600_000, calls: 1532, errors: 2, last_error: 'timeout after 50 ms', load_error: null, p50_us: 41.5, p99_us: 310.2 },
+      { name: 'audit', kind: 'log_webhook', hook: 'webhook', file: 'audit.wasm', sha256: null, version: null, state: 'failed', loaded_at_ms: null, calls: 0, errors: 0, last_error: null, load_error: 'component imports `wasi:http/outgoing-handler`, which plugins may not use', p50_us: null, p99_us: null },
+    ],
+  };
+  const handler = (route) => json(route, { success: true, data });
+  await withStandIn('**/api/plugins**', handler, async () => {
+    await tab('plugins').click();
+    await page.locator('#pl-list [data-plugin="least-latency"]').waitFor();
+    await page.locator('#pl-list [data-plugin="audit"] .alert', { hasText: 'wasi:http' }).waitFor();
+    await page.click('#pl-reload');
+    await toastSays('插件已重新加载');
+    await shot('plugins-standin');
+  });
+});
+
 await step('overview chart shows the calls', async () => {
   await tab('overview').click();
   await page.locator('#ov-chart svg rect.bar-ok').first().waitFor();
