@@ -615,7 +615,7 @@
         try {
           const [ok, bad, err] = await runAll(ids, (id) => api('/api/proxies/assign', { method: 'POST', body: { proxy_url: proxySel.value, sso: id } }),
             (d, n) => bindProg.set(d, n, t('px.binding', { d, n })));
-          bad ? toast(`${t('px.imported', { ok, bad })}: ${err.message}`, 'err') : toast(t('px.imported', { ok, bad }));
+          bad ? toast(`${t('px.bound', { ok, bad })}: ${err.message}`, 'err') : toast(t('px.bound', { ok, bad }));
           px.chosen.clear();
           await loadProxies();
         } catch (e) { fail(e); } finally { ev.target.disabled = false; }

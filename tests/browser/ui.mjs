@@ -63,6 +63,7 @@ async function api(path, opts = {}) {
 async function shot(name) {
   for (const [label, vp] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await page.setViewportSize(vp);
+    await page.evaluate(() => window.scrollTo(0, 0));
     await page.waitForTimeout(350);
     // Phones: the first screens only, so the picture stays legible.
     const height = await page.evaluate(() => document.documentElement.scrollHeight);
