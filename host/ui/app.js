@@ -728,7 +728,7 @@
       list.length ? h('div', { class: 'plugin-grid', id: 'pl-list' }, list.map((p) => {
         const err = p.load_error || (p.state === 'failed' ? p.last_error : null);
         return h('article', { class: 'panel plugin', 'data-plugin': p.name },
-          h('header', { class: 'plugin-head' }, h('h3', null, p.name), badge(p.state || '?', STATE_TONE[p.state] || 'muted')),
+          h('header', { class: 'plugin-head' }, h('h3', null, p.name), badge(I18N.zh['pl.st.' + p.state] ? t('pl.st.' + p.state) : p.state || '?', STATE_TONE[p.state] || 'muted')),
           err ? h('div', { class: 'alert', role: 'note' }, h('strong', null, t('pl.loadError') + ': '), err) : null,
           h('dl', { class: 'kv' },
             kv('pl.kind', p.kind), kv('pl.hook', p.hook), kv('pl.file', p.file && h('code', { class: 'mono small' }, p.file)),
