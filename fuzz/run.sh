@@ -10,5 +10,11 @@ for t in proxy_url settings calllog_file sse_scanner; do
   echo "== fuzz $t (${SECS}s)"
   # New inputs found go to a scratch dir; the kept corpus only changes by hand.
   mkdir -p "../target/fuzz-corpus/$t"
-  cargo fuzz run "$t" "../target/fuzz-corpus/$t" "corpus/$t" -- -max_total_time="$SECS" -rss_limit_mb=2048 2>&1 | tail -4
+  if ! cargo fuzz run "$t" "../target/fuzz-corpus/$t" "corpus/$t" -- -max_total_time="$SECS" -rss_limit_mb=2048 \
+      >"../target/fuzz-$t.log" 2>&1; then
+    tail -40 "../target/fuzz-$t.log"
+    echo "fuzz target $t failed; the input is under fuzz/artifacts/$t"
+    exit 1
+  fi
+  tail -2 "../target/fuzz-$t.log"
 done

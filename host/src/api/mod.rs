@@ -5,6 +5,8 @@ pub mod error;
 mod logs;
 mod openai;
 mod proxies;
+mod timeline;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openai::router(state.clone()))
         .merge(admin::router(state.clone()))
         .merge(proxies::router(state.clone()))
+        .merge(ui::router(state.clone()))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -236,6 +236,102 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
     *x
 }
 
+// ---- Timeline for the admin console's overview chart (GET /api/logs/timeline) ----
+
+/// Calls started in one time bucket.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimelineBucket {
+    /// Unix ms of the bucket's start.
+    pub t: i64,
+    pub total: u32,
+    pub success: u32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Timeline {
+    pub buckets: Vec<TimelineBucket>,
+    pub total: u64,
+    pub success: u64,
+    /// Seconds, over the whole window.
+    pub p50_response_time: f64,
+    pub p95_response_time: f64,
+}
+
+impl LogStore {
+    /// `count` buckets of `bucket_ms` from `start_ms`. Entries are sorted by start time, so only the window
+    /// is visited.
+    pub fn timeline(&self, start_ms: i64, bucket_ms: i64, count: usize) -> Timeline {
+        let bucket_ms = bucket_ms.max(1);
+        let end_ms = start_ms.saturating_add(bucket_ms.saturating_mul(count as i64));
+        let mut buckets: Vec<TimelineBucket> = (0..count)
+            .map(|i| TimelineBucket {
+                t: start_ms + i as i64 * bucket_ms,
+                total: 0,
+                success: 0,
+            })
+            .collect();
+        let from = self.entries.partition_point(|e| e.timestamp < start_ms);
+        let mut times = Vec::new();
+        let mut success = 0u64;
+        for e in self.entries.range(from..) {
+            if e.timestamp >= end_ms {
+                break;
+            }
+            let b = &mut buckets[((e.timestamp - start_ms) / bucket_ms) as usize];
+            b.total += 1;
+            if e.success {
+                b.success += 1;
+                success += 1;
+            }
+            times.push(e.response_time);
+        }
+        Timeline {
+            buckets,
+            total: times.len() as u64,
+            success,
+            p50_response_time: round3(percentile(&mut times, 0.50)),
+            p95_response_time: round3(percentile(&mut times, 0.95)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod timeline_tests {
+    use super::*;
+
+    #[test]
+    fn buckets_count_calls_in_their_window_only() {
+        let mut s = LogStore::new(100);
+        for (ts, ok) in [
+            (5, true),
+            (999, true),
+            (1000, false),
+            (1500, true),
+            (2999, true),
+            (3000, true),
+        ] {
+            s.insert(Arc::new(CallLogEntry {
+                timestamp: ts,
+                success: ok,
+                response_time: 1.0,
+                ..CallLogEntry::default()
+            }));
+        }
+        let t = s.timeline(1000, 1000, 2);
+        assert_eq!(t.buckets.len(), 2);
+        assert_eq!(
+            (t.buckets[0].t, t.buckets[0].total, t.buckets[0].success),
+            (1000, 2, 1)
+        );
+        assert_eq!(
+            (t.buckets[1].t, t.buckets[1].total, t.buckets[1].success),
+            (2000, 1, 1)
+        );
+        assert_eq!((t.total, t.success), (3, 2));
+        assert_eq!(t.p95_response_time, 1.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

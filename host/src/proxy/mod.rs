@@ -118,7 +118,9 @@ pub fn normalize_proxy_url(raw: &str) -> Result<String, ProxyError> {
         }
     };
     let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains(['/', ' ', '\n', '\t']) {
+    // Control characters and spaces would be dropped or rewritten by the URL parser, making the stored form
+    // differ from what was checked (found by fuzzing).
+    if rest.is_empty() || rest.contains('/') || rest.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(invalid("expected host:port after the scheme"));
     }
     let url = format!("{scheme}://{rest}");
@@ -222,6 +224,8 @@ mod tests {
         assert!(normalize_proxy_url("").is_err());
         assert!(normalize_proxy_url("socks5h://h").is_err());
         assert!(normalize_proxy_url("http://a:1\nhttp://b:2").is_err());
+        // Found by fuzzing: control characters the URL parser would silently drop.
+        assert!(normalize_proxy_url("5:\0\0\0\0\0\0\0\x0b/").is_err());
     }
 
     #[test]
