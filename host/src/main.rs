@@ -96,7 +96,8 @@ fn serve(env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    init_logging(
+    // Held until exit: dropping it flushes the log lines still queued.
+    let _log_guard = init_logging(
         &startup.settings.global.log_level,
         &startup.settings.global.log_format,
     );
@@ -242,7 +243,8 @@ fn import_tokens(
     })
 }
 
-fn init_logging(level: &str, format: &str) {
+/// Log lines go through a bounded queue to a writer thread, so a request never waits on stdout.
+fn init_logging(level: &str, format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let level = match level.to_ascii_lowercase().as_str() {
         "warning" => "warn".to_string(),
         other => other.to_string(),
@@ -252,14 +254,17 @@ fn init_logging(level: &str, format: &str) {
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},hyper=warn,reqwest=warn")));
     // Colour only for a person at a terminal; files and log collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .with_writer(writer);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 async fn shutdown_signal() {
