@@ -118,17 +118,37 @@ pub struct UpstreamConfig {
     pub settings: Arc<Settings>,
     pub auth: AuthHeader,
     pub base_url: String,
+    /// URLs of the routes every request uses, parsed once (parsing per request shows in profiles).
+    common: Vec<(&'static str, reqwest::Url)>,
 }
+
+const COMMON_PATHS: &[&str] = &["/chat/completions", "/images/generations", "/models"];
 
 impl UpstreamConfig {
     pub fn new(settings: Arc<Settings>) -> Result<UpstreamConfig, String> {
         let auth = AuthHeader::parse(&settings.grok.auth_header)?;
         let base_url = settings.grok.base_url_trimmed().to_string();
+        let common = COMMON_PATHS
+            .iter()
+            .map(|p| {
+                reqwest::Url::parse(&format!("{base_url}{p}"))
+                    .map(|u| (*p, u))
+                    .map_err(|e| format!("grok.base_url: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(UpstreamConfig {
             settings,
             auth,
             base_url,
+            common,
         })
+    }
+
+    pub fn url(&self, path: &str) -> Result<reqwest::Url, String> {
+        match self.common.iter().find(|(p, _)| *p == path) {
+            Some((_, u)) => Ok(u.clone()),
+            None => reqwest::Url::parse(&format!("{}{path}", self.base_url)).map_err(|e| e.to_string()),
+        }
     }
 }
 
@@ -193,7 +213,13 @@ impl Forwarder {
         let cfg = self.config.load_full();
         let grok = &cfg.settings.grok;
         let is_super = grok.is_super_model(&req.model);
-        let url = format!("{}{}", cfg.base_url, req.path);
+        let url = match cfg.url(&req.path) {
+            Ok(u) => u,
+            Err(e) => {
+                let err = ForwardError::Connect(format!("cannot build the upstream URL: {e}"));
+                return Err((err, record));
+            }
+        };
         let mut tried: Vec<String> = Vec::new();
         // Proxies that failed this request: later attempts go another way.
         let mut failed_proxies: Vec<Arc<ProxyEntry>> = Vec::new();
@@ -241,7 +267,7 @@ impl Forwarder {
             };
             let mut builder = egress
                 .client
-                .request(req.method.clone(), &url)
+                .request(req.method.clone(), url.clone())
                 .header(cfg.auth.name.clone(), auth)
                 .header(
                     http::header::USER_AGENT,
