@@ -7,7 +7,7 @@ pub mod types;
 use async_trait::async_trait;
 use thiserror::Error;
 
-pub use file::FileStorage;
+pub use file::{write_atomic, FileStorage};
 pub use types::{CallLogEntry, SessionRecord, TokenFile, TokenRecord};
 
 use crate::config::StorageMode;
