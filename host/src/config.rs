@@ -539,6 +539,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "max_body_bytes",
     "shutdown_grace",
 ];
+#[cfg(test)]
 const PLUGIN_KEYS: &[&str] = &[
     "dir",
     "selector",

@@ -24,6 +24,8 @@ pub enum ServerError {
     StorageModeUnavailable(&'static str),
     #[error("egress: {0}")]
     Proxy(#[from] crate::proxy::ProxyError),
+    #[error("plugins: {0}")]
+    Plugins(#[from] crate::plugins::PluginError),
     #[error("settings: {0}")]
     Settings(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -54,6 +56,16 @@ pub async fn run(
             connect_timeout: settings.grok.connect_timeout(),
         },
     )?);
+    // Plugins load before serving, so a configured hook is active from the first request; the watcher then
+    // swaps versions as files change.
+    let plugins = crate::plugins::Registry::new(&settings.plugins, &startup.data_dir)?;
+    {
+        let plugins = plugins.clone();
+        tokio::task::spawn_blocking(move || plugins.load_all())
+            .await
+            .map_err(|e| ServerError::Settings(format!("plugin loading failed: {e}")))?;
+    }
+    let plugin_watcher = crate::plugins::Watcher::start(plugins.clone())?;
     let calllog = CallLog::default();
     let upstream = UpstreamConfig::new(settings.clone()).map_err(ServerError::Settings)?;
     let forwarder = Forwarder::new(upstream, tokens.clone(), egress, calllog);
@@ -63,6 +75,7 @@ pub async fn run(
         forwarder,
         tokens: tokens.clone(),
         sessions,
+        plugins,
         storage_mode: startup.storage_mode,
         started: Instant::now(),
     }));
@@ -130,6 +143,7 @@ pub async fn run(
         }
     }
     flush(&tokens, &stop_tx, saver).await;
+    drop(plugin_watcher);
     tracing::info!("bye");
     Ok(())
 }

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/tokens/tags/all", get(all_tags))
         .route("/api/stats", get(stats))
         .route("/api/storage/mode", get(storage_mode))
+        .merge(super::plugins::router())
         .route_layer(middleware::from_fn_with_state(state, require_session));
     Router::new()
         .route("/api/login", post(login))

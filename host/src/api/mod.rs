@@ -3,6 +3,7 @@
 mod admin;
 pub mod error;
 mod openai;
+mod plugins;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +26,7 @@ pub struct AppInner {
     pub forwarder: Forwarder,
     pub tokens: Arc<TokenPool>,
     pub sessions: Sessions,
+    pub plugins: crate::plugins::Registry,
     pub storage_mode: StorageMode,
     pub started: Instant,
 }

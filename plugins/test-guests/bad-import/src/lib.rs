@@ -1,6 +1,6 @@
 //! A selector importing a function the host does not provide: the host must report it and not load it.
 
-wit_bindgen::generate!({ world: "test:extra/bad-import", path: ["../../../wit", "../wit"] });
+wit_bindgen::generate!({ world: "test:extra/bad-import", path: ["../../../wit", "../wit"], generate_all });
 
 use exports::grok2api::plugin::{lifecycle, selector};
 use grok2api::plugin::types::{Candidate, PluginInfo, RequestInfo, Selection};

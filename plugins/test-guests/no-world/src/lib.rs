@@ -1,6 +1,6 @@
 //! A component with the lifecycle but no hook: the host must report that it matches no world.
 
-wit_bindgen::generate!({ world: "test:extra/lifecycle-only", path: ["../../../wit", "../wit"] });
+wit_bindgen::generate!({ world: "test:extra/lifecycle-only", path: ["../../../wit", "../wit"], generate_all });
 
 use exports::grok2api::plugin::lifecycle;
 use grok2api::plugin::types::PluginInfo;
