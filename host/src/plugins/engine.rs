@@ -367,11 +367,13 @@ impl PluginEngine {
         cache_dir: &Path,
     ) -> Result<(Component, CompileSource), PluginError> {
         let cached = cache_dir.join(format!("{sha256}-{}.cwasm", self.cache_tag));
-        if cached.is_file() {
+        // Read into memory rather than mmap: a cache file truncated under a live mapping would kill the
+        // process with SIGBUS.
+        if let Ok(compiled) = std::fs::read(&cached) {
             // SAFETY: the cache holds only what `Component::serialize` wrote for this engine configuration (the
             // tag is in the file name, and wasmtime checks its own header); it lives in the operator's plugin
             // directory, which is trusted as much as the plugins themselves.
-            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+            match unsafe { Component::deserialize(&self.engine, &compiled) } {
                 Ok(c) => return Ok((c, CompileSource::Cache)),
                 Err(e) => tracing::warn!(file = %cached.display(), error = %e, "ignoring unreadable compile cache entry"),
             }
