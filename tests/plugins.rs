@@ -148,7 +148,10 @@ fn least_latency_picks_the_fastest_healthy_proxy_and_sticks() {
         sel.select(&req("m", None), &[cand(0, "a:1", false, 0, Some(1))]),
         Ok(Selection::Default)
     );
-    assert_eq!(sel.select(&req("m", None), &twenty()), Ok(Selection::Use(19)));
+    assert_eq!(
+        sel.select(&req("m", None), &twenty()),
+        Ok(Selection::Use(19))
+    );
     let st = status(&r, "ll");
     assert_eq!(st.calls, 6);
     assert_eq!(st.errors, 0);
@@ -212,7 +215,12 @@ fn json_pool_parses_by_config_and_reports_api_errors() {
 
     // The API's own error: Err for the caller, but not the plugin's fault.
     let err = p
-        .parse("http://pool/api", 200, None, br#"{"code": 1001, "msg": "quota used up"}"#)
+        .parse(
+            "http://pool/api",
+            200,
+            None,
+            br#"{"code": 1001, "msg": "quota used up"}"#,
+        )
         .unwrap_err();
     assert!(
         matches!(&err, HookError::BadAnswer(m) if m.contains("quota used up")),
@@ -302,7 +310,10 @@ fn model_route_js_routes_models_to_proxy_groups() {
     let sel = r.selector().unwrap();
     let c = twenty();
     // Odd ids are 10.0.1.x; the fastest of them is 19, of the even ones 18.
-    assert_eq!(sel.select(&req("grok-4-fast", None), &c), Ok(Selection::Use(19)));
+    assert_eq!(
+        sel.select(&req("grok-4-fast", None), &c),
+        Ok(Selection::Use(19))
+    );
     assert_eq!(sel.select(&req("grok-3", None), &c), Ok(Selection::Use(18)));
     assert_eq!(sel.select(&req("other", None), &c), Ok(Selection::Default));
     assert_eq!(status(&r, "route").errors, 0);
@@ -313,17 +324,18 @@ fn text_pool_python_parses_plain_lists() {
     let wasm = need!("text-pool");
     let dir = tempfile::tempdir().unwrap();
     install(&wasm, dir.path(), "tp");
-    // Python's runtime needs more than the default 32 MiB.
     let r = registry(
         dir.path(),
-        "pool_parser = \"tp\"\nmemory_mb = 128\n[plugins.config.tp]\nlabel = \"list\"\n",
+        "pool_parser = \"tp\"\n[plugins.config.tp]\nlabel = \"list\"\n",
     );
     r.load_all();
     let st = status(&r, "tp");
     assert_eq!(st.state, State::Loaded, "{st:?}");
     let p = r.pool_parser().unwrap();
     let body = b"# proxies\n1.2.3.4:8080\n\nuser:pw@5.6.7.8:3128\n9.9.9.9:1080:u2:p2\nsocks5://7.7.7.7:1080\n";
-    let specs = p.parse("http://pool", 200, Some("text/plain"), body).unwrap();
+    let specs = p
+        .parse("http://pool", 200, Some("text/plain"), body)
+        .unwrap();
     assert_eq!(specs.len(), 4);
     assert_eq!(specs[0].host.as_deref(), Some("1.2.3.4"));
     assert_eq!(specs[0].port, Some(8080));
@@ -333,10 +345,17 @@ fn text_pool_python_parses_plain_lists() {
     assert_eq!(specs[3].url.as_deref(), Some("socks5://7.7.7.7:1080"));
     assert!(specs.iter().all(|s| s.label.as_deref() == Some("list")));
     let err = p
-        .parse("http://pool", 200, None, br#"{"code": 7, "msg": "no balance"}"#)
+        .parse(
+            "http://pool",
+            200,
+            None,
+            br#"{"code": 7, "msg": "no balance"}"#,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("no balance"), "{err}");
-    assert!(p.parse("http://pool", 200, None, b"1.2.3.4:notaport").is_err());
+    assert!(p
+        .parse("http://pool", 200, None, b"1.2.3.4:notaport")
+        .is_err());
     assert_eq!(status(&r, "tp").errors, 0);
 }
 
@@ -346,11 +365,20 @@ fn sandbox_guests_fail_open_count_errors_and_get_disabled() {
     let dir = tempfile::tempdir().unwrap();
     let c = twenty();
     for (mode, check) in [
-        ("loop", (|e: &HookError| matches!(e, HookError::Timeout)) as fn(&HookError) -> bool),
+        (
+            "loop",
+            (|e: &HookError| matches!(e, HookError::Timeout)) as fn(&HookError) -> bool,
+        ),
         ("alloc", |e| matches!(e, HookError::OutOfMemory)),
         ("panic", |e| matches!(e, HookError::Trap(_))),
-        ("oob", |e| matches!(e, HookError::BadAnswer(m) if m.contains("does not exist"))),
-        ("direct", |e| matches!(e, HookError::BadAnswer(m) if m.contains("direct"))),
+        (
+            "oob",
+            |e| matches!(e, HookError::BadAnswer(m) if m.contains("does not exist")),
+        ),
+        (
+            "direct",
+            |e| matches!(e, HookError::BadAnswer(m) if m.contains("direct")),
+        ),
     ] {
         let d = dir.path().join(mode);
         std::fs::create_dir_all(&d).unwrap();
@@ -369,7 +397,11 @@ fn sandbox_guests_fail_open_count_errors_and_get_disabled() {
             let e = sel.select(&req("m", None), &c).unwrap_err();
             assert!(check(&e), "{mode} call {i}: {e:?}");
             // The 20 ms deadline holds (with slack for a loaded machine).
-            assert!(start.elapsed() < Duration::from_secs(1), "{mode}: {:?}", start.elapsed());
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "{mode}: {:?}",
+                start.elapsed()
+            );
         }
         let st = status(&r, "bad");
         assert_eq!(st.state, State::Disabled, "{mode}: {st:?}");
@@ -427,15 +459,24 @@ fn a_disabled_plugin_stays_disabled_until_its_file_changes() {
     assert_eq!(status(&r, "sel").state, State::Disabled);
     // A new file that fails to load (least-latency refuses the unknown `mode` key) changes nothing.
     install(&good, dir.path(), "sel");
-    assert!(matches!(r.sync_file("sel", false), LoadOutcome::Failed { .. }));
+    assert!(matches!(
+        r.sync_file("sel", false),
+        LoadOutcome::Failed { .. }
+    ));
     assert_eq!(status(&r, "sel").state, State::Disabled);
     // A new file that loads: enabled again, counting errors from zero.
     install(&variant_of(&bad, scratch.path(), "v2"), dir.path(), "sel");
-    assert!(matches!(r.sync_file("sel", false), LoadOutcome::Loaded { .. }));
+    assert!(matches!(
+        r.sync_file("sel", false),
+        LoadOutcome::Loaded { .. }
+    ));
     let st = status(&r, "sel");
     assert_eq!(st.state, State::Loaded);
     assert_eq!(st.consecutive_errors, 0);
-    assert!(matches!(sel.select(&req("m", None), &twenty()), Err(HookError::Trap(_))));
+    assert!(matches!(
+        sel.select(&req("m", None), &twenty()),
+        Err(HookError::Trap(_))
+    ));
     assert_eq!(status(&r, "sel").errors, 3);
 }
 
@@ -459,11 +500,27 @@ fn components_that_do_not_fit_are_reported_not_loaded() {
         assert_eq!(st.state, State::Failed, "{n}: {st:?}");
         st.load_error.unwrap()
     };
-    assert!(err("imports").contains("test:extra/missing"), "{}", err("imports"));
-    assert!(err("noworld").contains("matches no plugin world"), "{}", err("noworld"));
-    assert!(err("garbage").contains("not a valid component"), "{}", err("garbage"));
+    assert!(
+        err("imports").contains("test:extra/missing"),
+        "{}",
+        err("imports")
+    );
+    assert!(
+        err("noworld").contains("matches no plugin world"),
+        "{}",
+        err("noworld")
+    );
+    assert!(
+        err("garbage").contains("not a valid component"),
+        "{}",
+        err("garbage")
+    );
     // A webhook named as the selector: reported, and the built-in keeps selecting.
-    assert!(err("hook").contains("log-webhook plugin"), "{}", err("hook"));
+    assert!(
+        err("hook").contains("log-webhook plugin"),
+        "{}",
+        err("hook")
+    );
     assert!(matches!(
         r.selector().unwrap().select(&req("m", None), &twenty()),
         Err(HookError::Unavailable(_))
@@ -495,18 +552,22 @@ fn hot_reload_swaps_versions_and_never_takes_a_bad_file() {
             answer() == Ok(Selection::Use(19))
         });
         install(&ll, dir.path(), "sel");
-        wait_until("least-latency serves again", Duration::from_secs(20), || {
-            answer() == Ok(Selection::Use(3))
-        });
+        wait_until(
+            "least-latency serves again",
+            Duration::from_secs(20),
+            || answer() == Ok(Selection::Use(3)),
+        );
         assert_eq!(status(&r, "sel").errors, 0, "round {round}");
     }
 
     // A half-written file (closed after a partial write) and garbage never replace the serving version.
     let bytes = std::fs::read(&sandbox).unwrap();
     std::fs::write(dir.path().join("sel.wasm"), &bytes[..bytes.len() / 2]).unwrap();
-    wait_until("the truncated file is rejected", Duration::from_secs(20), || {
-        status(&r, "sel").load_error.is_some()
-    });
+    wait_until(
+        "the truncated file is rejected",
+        Duration::from_secs(20),
+        || status(&r, "sel").load_error.is_some(),
+    );
     assert_eq!(answer(), Ok(Selection::Use(3)));
     std::fs::write(dir.path().join("sel.wasm"), b"garbage").unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -549,7 +610,10 @@ fn compiled_components_are_cached_across_restarts() {
         }
     ));
     assert_eq!(
-        second.selector().unwrap().select(&req("m", None), &twenty()),
+        second
+            .selector()
+            .unwrap()
+            .select(&req("m", None), &twenty()),
         Ok(Selection::Use(19))
     );
     drop(second);
@@ -600,7 +664,9 @@ async fn gateway_lists_reloads_and_enables_plugins() {
 
     // A new file appears; reload picks it up without waiting for the watcher.
     install(&wasm, &plugins, "extra");
-    let v = gw.admin_post(&session, "/api/plugins/reload", serde_json::json!({})).await;
+    let v = gw
+        .admin_post(&session, "/api/plugins/reload", serde_json::json!({}))
+        .await;
     let extra = v["data"]["plugins"]
         .as_array()
         .unwrap()
@@ -611,7 +677,9 @@ async fn gateway_lists_reloads_and_enables_plugins() {
     assert_eq!(extra["state"], "loaded", "{v}");
     assert_eq!(extra["hook"], serde_json::Value::Null);
 
-    let v = gw.admin_post(&session, "/api/plugins/ll/enable", serde_json::json!({})).await;
+    let v = gw
+        .admin_post(&session, "/api/plugins/ll/enable", serde_json::json!({}))
+        .await;
     assert_eq!(v["data"]["state"], "loaded", "{v}");
     let r = gw
         .http
@@ -624,7 +692,9 @@ async fn gateway_lists_reloads_and_enables_plugins() {
 
     // The gateway still serves (the selector is not wired into the proxy pool on this branch yet).
     let r = gw
-        .chat(serde_json::json!({"model": "grok-3", "messages": [{"role": "user", "content": "hi"}]}))
+        .chat(
+            serde_json::json!({"model": "grok-3", "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send()
         .await
         .unwrap();

@@ -225,10 +225,16 @@ impl PluginSettings {
     }
 
     fn validate(&self, bad: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
-        let names = [("plugins.selector", &self.selector), ("plugins.pool_parser", &self.pool_parser)];
+        let names = [
+            ("plugins.selector", &self.selector),
+            ("plugins.pool_parser", &self.pool_parser),
+        ];
         for (key, name) in names {
             if !name.is_empty() && !valid_plugin_name(name) {
-                return Err(bad(key, format!("`{name}` is not a plugin name (letters, digits, - and _)")));
+                return Err(bad(
+                    key,
+                    format!("`{name}` is not a plugin name (letters, digits, - and _)"),
+                ));
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -247,7 +253,10 @@ impl PluginSettings {
         if !self.selector.is_empty() && self.selector == self.pool_parser {
             return Err(bad(
                 "plugins.pool_parser",
-                format!("`{}` is already the selector; a plugin fills one hook", self.selector),
+                format!(
+                    "`{}` is already the selector; a plugin fills one hook",
+                    self.selector
+                ),
             ));
         }
         for name in [&self.selector, &self.pool_parser] {
@@ -260,7 +269,10 @@ impl PluginSettings {
         }
         for name in self.config.keys() {
             if !valid_plugin_name(name) {
-                return Err(bad("plugins.config", format!("`{name}` is not a plugin name")));
+                return Err(bad(
+                    "plugins.config",
+                    format!("`{name}` is not a plugin name"),
+                ));
             }
         }
         if !(1..=10_000).contains(&self.timeout_ms) {
@@ -270,7 +282,10 @@ impl PluginSettings {
             return Err(bad("plugins.memory_mb", "must be from 1 to 4096".into()));
         }
         if self.max_consecutive_errors == 0 {
-            return Err(bad("plugins.max_consecutive_errors", "must be at least 1".into()));
+            return Err(bad(
+                "plugins.max_consecutive_errors",
+                "must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -825,16 +840,27 @@ mod tests {
         );
 
         // A typo is an error, not a silently ignored key.
-        let err = parse("[plugins]\nselecter = \"x\"\n").unwrap_err().to_string();
+        let err = parse("[plugins]\nselecter = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("selecter"), "{err}");
         for (text, key) in [
             ("[plugins]\nselector = \"../x\"\n", "plugins.selector"),
             ("[plugins]\nwebhooks = [\"a\", \"a\"]\n", "plugins.webhooks"),
-            ("[plugins]\nselector = \"a\"\npool_parser = \"a\"\n", "plugins.pool_parser"),
-            ("[plugins]\nselector = \"a\"\nwebhooks = [\"a\"]\n", "plugins.webhooks"),
+            (
+                "[plugins]\nselector = \"a\"\npool_parser = \"a\"\n",
+                "plugins.pool_parser",
+            ),
+            (
+                "[plugins]\nselector = \"a\"\nwebhooks = [\"a\"]\n",
+                "plugins.webhooks",
+            ),
             ("[plugins]\ntimeout_ms = 0\n", "plugins.timeout_ms"),
             ("[plugins]\nmemory_mb = 0\n", "plugins.memory_mb"),
-            ("[plugins]\nmax_consecutive_errors = 0\n", "plugins.max_consecutive_errors"),
+            (
+                "[plugins]\nmax_consecutive_errors = 0\n",
+                "plugins.max_consecutive_errors",
+            ),
         ] {
             let (s, _) = parse(text).unwrap();
             let err = s.validate("setting.toml").unwrap_err().to_string();

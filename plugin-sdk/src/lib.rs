@@ -47,7 +47,10 @@
 //! into your own `serde` type. Keep it in a `static` ([`std::sync::OnceLock`] or a `thread_local!`): each
 //! instance is initialised once and then reused for many calls.
 
-#![cfg_attr(not(any(feature = "selector", feature = "pool-parser", feature = "log-webhook")), allow(unused))]
+#![cfg_attr(
+    not(any(feature = "selector", feature = "pool-parser", feature = "log-webhook")),
+    allow(unused)
+)]
 
 #[cfg(any(
     all(feature = "selector", feature = "pool-parser"),
@@ -102,8 +105,8 @@ mod world {
 
     pub use plugin::host::Level as LogLevel;
     pub use plugin::types::{
-        CallLog, Candidate, OutboundRequest, PluginInfo, ProxySource, ProxySpec, RequestInfo, Scheme,
-        Selection,
+        CallLog, Candidate, OutboundRequest, PluginInfo, ProxySource, ProxySpec, RequestInfo,
+        Scheme, Selection,
     };
 
     impl PluginInfo {
@@ -207,14 +210,16 @@ pub trait LogWebhookPlugin: Plugin {
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::helpers::*;
-    #[cfg(any(feature = "selector", feature = "pool-parser", feature = "log-webhook"))]
-    pub use crate::{log, LogLevel, Plugin, PluginInfo};
     #[cfg(feature = "log-webhook")]
     pub use crate::{export_log_webhook, CallLog, LogWebhookPlugin, OutboundRequest};
     #[cfg(feature = "pool-parser")]
     pub use crate::{export_pool_parser, PoolParserPlugin, ProxySpec};
     #[cfg(feature = "selector")]
-    pub use crate::{export_selector, Candidate, ProxySource, RequestInfo, Scheme, SelectorPlugin, Selection};
+    pub use crate::{
+        export_selector, Candidate, ProxySource, RequestInfo, Scheme, Selection, SelectorPlugin,
+    };
+    #[cfg(any(feature = "selector", feature = "pool-parser", feature = "log-webhook"))]
+    pub use crate::{log, LogLevel, Plugin, PluginInfo};
 }
 
 #[doc(hidden)]
@@ -225,7 +230,9 @@ macro_rules! __impl_lifecycle {
             fn describe() -> $crate::PluginInfo {
                 <$ty as $crate::Plugin>::info()
             }
-            fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+            fn init(
+                config: ::std::string::String,
+            ) -> ::std::result::Result<(), ::std::string::String> {
                 <$ty as $crate::Plugin>::init(config)
             }
         }

@@ -238,7 +238,9 @@ impl Instance {
         };
         match r {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(HookError::BadAnswer(format!("init refused its config: {msg}"))),
+            Ok(Err(msg)) => Err(HookError::BadAnswer(format!(
+                "init refused its config: {msg}"
+            ))),
             Err(e) => Err(self.classify(e)),
         }
     }
@@ -375,7 +377,9 @@ impl PluginEngine {
             // directory, which is trusted as much as the plugins themselves.
             match unsafe { Component::deserialize(&self.engine, &compiled) } {
                 Ok(c) => return Ok((c, CompileSource::Cache)),
-                Err(e) => tracing::warn!(file = %cached.display(), error = %e, "ignoring unreadable compile cache entry"),
+                Err(e) => {
+                    tracing::warn!(file = %cached.display(), error = %e, "ignoring unreadable compile cache entry")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes)
@@ -440,9 +444,15 @@ impl PluginEngine {
         let link = |e: wasmtime::Error| PluginError::Link(format!("{e:#}"));
         let pre = self.linker.instantiate_pre(component).map_err(link)?;
         Ok(match kind {
-            Kind::Selector => WorldPre::Selector(selector::ProxySelectorPre::new(pre).map_err(link)?),
-            Kind::PoolParser => WorldPre::PoolParser(parser::PoolParserPre::new(pre).map_err(link)?),
-            Kind::LogWebhook => WorldPre::LogWebhook(webhook::LogWebhookPre::new(pre).map_err(link)?),
+            Kind::Selector => {
+                WorldPre::Selector(selector::ProxySelectorPre::new(pre).map_err(link)?)
+            }
+            Kind::PoolParser => {
+                WorldPre::PoolParser(parser::PoolParserPre::new(pre).map_err(link)?)
+            }
+            Kind::LogWebhook => {
+                WorldPre::LogWebhook(webhook::LogWebhookPre::new(pre).map_err(link)?)
+            }
         })
     }
 

@@ -15,7 +15,9 @@ use arc_swap::ArcSwapOption;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
-use super::engine::{cache_dir, CompileSource, Instance, Kind, Limits, PluginEngine, PluginInfo, WorldPre};
+use super::engine::{
+    cache_dir, CompileSource, Instance, Kind, Limits, PluginEngine, PluginInfo, WorldPre,
+};
 use super::stats::Histogram;
 use super::{pool_parser, selector, webhook, PluginError};
 use crate::config::{valid_plugin_name, PluginSettings};
@@ -151,15 +153,24 @@ impl Slot {
         f: impl FnOnce(&mut Instance) -> Result<R, HookError>,
     ) -> Result<R, HookError> {
         if self.disabled.load(Ordering::Acquire) {
-            return Err(HookError::Unavailable(format!("plugin {} is disabled", self.name)));
+            return Err(HookError::Unavailable(format!(
+                "plugin {} is disabled",
+                self.name
+            )));
         }
         let Some(loaded) = self.current.load_full() else {
-            return Err(HookError::Unavailable(format!("plugin {} is not loaded", self.name)));
+            return Err(HookError::Unavailable(format!(
+                "plugin {} is not loaded",
+                self.name
+            )));
         };
         let pooled = loaded.idle.lock().pop();
         let mut inst = match pooled {
             Some(i) => i,
-            None => match loaded.engine.instantiate(&loaded.pre, &self.name, &loaded.config) {
+            None => match loaded
+                .engine
+                .instantiate(&loaded.pre, &self.name, &loaded.config)
+            {
                 Ok(i) => i,
                 Err(e) => {
                     self.calls.fetch_add(1, Ordering::Relaxed);
@@ -221,7 +232,10 @@ impl Slot {
         let us = |d: Duration| (d.as_nanos() as f64 / 100.0).round() / 10.0;
         PluginStatus {
             name: self.name.to_string(),
-            kind: cur.as_ref().map(|l| l.pre.kind()).or(self.hook.map(Hook::kind)),
+            kind: cur
+                .as_ref()
+                .map(|l| l.pre.kind())
+                .or(self.hook.map(Hook::kind)),
             hook: self.hook,
             file: format!("{}.wasm", self.name),
             sha256: cur.as_ref().map(|l| l.sha256.clone()),
@@ -268,7 +282,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("dir", &self.inner.dir).finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -276,7 +292,8 @@ impl Registry {
     /// Creates the registry and the plugin directory; loads nothing yet (see [`Registry::load_all`]).
     pub fn new(settings: &PluginSettings, data_dir: &Path) -> Result<Registry, PluginError> {
         let dir = settings.dir_in(data_dir);
-        std::fs::create_dir_all(&dir).map_err(|e| PluginError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| PluginError::Io(format!("{}: {e}", dir.display())))?;
         let engine = Arc::new(PluginEngine::new(Limits {
             timeout: Duration::from_millis(settings.timeout_ms),
             memory_bytes: (settings.memory_mb as usize) << 20,
@@ -296,8 +313,12 @@ impl Registry {
                 direct_allowed.clone(),
             ))
         });
-        let pool_parser = (!settings.pool_parser.is_empty())
-            .then(|| Arc::new(pool_parser::WasmPoolParser::new(slot(&settings.pool_parser, Hook::PoolParser))));
+        let pool_parser = (!settings.pool_parser.is_empty()).then(|| {
+            Arc::new(pool_parser::WasmPoolParser::new(slot(
+                &settings.pool_parser,
+                Hook::PoolParser,
+            )))
+        });
         let webhooks = settings
             .webhooks
             .iter()
@@ -325,17 +346,27 @@ impl Registry {
     /// The configured selector, always serving the current version (or `Err(Unavailable)` while none is
     /// loaded or it is disabled: use the built-in then). `None` when `plugins.selector` is not set.
     pub fn selector(&self) -> Option<Arc<dyn ProxySelector>> {
-        self.inner.selector.clone().map(|s| s as Arc<dyn ProxySelector>)
+        self.inner
+            .selector
+            .clone()
+            .map(|s| s as Arc<dyn ProxySelector>)
     }
 
     /// The configured pool parser; same contract as [`Registry::selector`].
     pub fn pool_parser(&self) -> Option<Arc<dyn PoolParser>> {
-        self.inner.pool_parser.clone().map(|p| p as Arc<dyn PoolParser>)
+        self.inner
+            .pool_parser
+            .clone()
+            .map(|p| p as Arc<dyn PoolParser>)
     }
 
     /// The configured webhooks, in `plugins.webhooks` order; same contract as [`Registry::selector`].
     pub fn webhooks(&self) -> Vec<Arc<dyn LogWebhook>> {
-        self.inner.webhooks.iter().map(|w| w.clone() as Arc<dyn LogWebhook>).collect()
+        self.inner
+            .webhooks
+            .iter()
+            .map(|w| w.clone() as Arc<dyn LogWebhook>)
+            .collect()
     }
 
     /// Whether a selector may answer `direct` (the proxy pool sets this from its own rules; default false).
@@ -368,7 +399,9 @@ impl Registry {
                     }
                 }
             }
-            Err(e) => tracing::warn!(dir = %self.inner.dir.display(), error = %e, "cannot list the plugin directory"),
+            Err(e) => {
+                tracing::warn!(dir = %self.inner.dir.display(), error = %e, "cannot list the plugin directory")
+            }
         }
         names.sort();
         names
@@ -384,7 +417,9 @@ impl Registry {
     /// `retry` also retries a file that failed before with the same content. Blocking.
     pub fn sync_file(&self, name: &str, retry: bool) -> LoadOutcome {
         if !valid_plugin_name(name) {
-            return LoadOutcome::Failed { error: format!("`{name}` is not a plugin name") };
+            return LoadOutcome::Failed {
+                error: format!("`{name}` is not a plugin name"),
+            };
         }
         let _guard = self.inner.load_lock.lock();
         let path = self.inner.dir.join(format!("{name}.wasm"));
@@ -398,8 +433,18 @@ impl Registry {
             Ok(Some(source)) => {
                 let took_ms = start.elapsed().as_millis() as u64;
                 let l = slot.current.load_full();
-                let (sha, version) = l.as_ref().map(|l| (l.sha256.as_str(), l.info.version.as_str())).unwrap_or_default();
-                tracing::info!(plugin = name, sha256 = sha, version, ?source, took_ms, "plugin loaded");
+                let (sha, version) = l
+                    .as_ref()
+                    .map(|l| (l.sha256.as_str(), l.info.version.as_str()))
+                    .unwrap_or_default();
+                tracing::info!(
+                    plugin = name,
+                    sha256 = sha,
+                    version,
+                    ?source,
+                    took_ms,
+                    "plugin loaded"
+                );
                 LoadOutcome::Loaded { source, took_ms }
             }
             Err(e) => {
@@ -451,18 +496,31 @@ impl Registry {
             self.inner.slots.write().remove(name);
         }
         if was.is_some() {
-            tracing::info!(plugin = name, "plugin file removed: unloaded, the built-in serves");
+            tracing::info!(
+                plugin = name,
+                "plugin file removed: unloaded, the built-in serves"
+            );
         }
         LoadOutcome::Unloaded
     }
 
     /// `Ok(None)`: same content as the serving (or last failed) version.
-    fn load(&self, slot: &Slot, path: &Path, retry: bool) -> Result<Option<CompileSource>, PluginError> {
-        let meta = std::fs::metadata(path).map_err(|e| PluginError::Io(format!("{}: {e}", path.display())))?;
+    fn load(
+        &self,
+        slot: &Slot,
+        path: &Path,
+        retry: bool,
+    ) -> Result<Option<CompileSource>, PluginError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| PluginError::Io(format!("{}: {e}", path.display())))?;
         if meta.len() > MAX_FILE_BYTES {
-            return Err(PluginError::Compile(format!("the file is larger than {} MiB", MAX_FILE_BYTES >> 20)));
+            return Err(PluginError::Compile(format!(
+                "the file is larger than {} MiB",
+                MAX_FILE_BYTES >> 20
+            )));
         }
-        let bytes = std::fs::read(path).map_err(|e| PluginError::Io(format!("{}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| PluginError::Io(format!("{}: {e}", path.display())))?;
         let sha = sha256_hex(&bytes);
         let current_sha = slot.current.load().as_ref().map(|l| l.sha256.clone());
         {
@@ -470,7 +528,10 @@ impl Registry {
             if current_sha.as_deref() == Some(sha.as_str()) {
                 return Ok(None);
             }
-            if !retry && info.tried_sha256.as_deref() == Some(sha.as_str()) && info.load_error.is_some() {
+            if !retry
+                && info.tried_sha256.as_deref() == Some(sha.as_str())
+                && info.load_error.is_some()
+            {
                 return Ok(None);
             }
             info.tried_sha256 = Some(sha.clone());
@@ -495,7 +556,9 @@ impl Registry {
         let mut inst = engine
             .instantiate(&pre, &slot.name, &config)
             .map_err(|e| PluginError::Init(e.to_string()))?;
-        let info = inst.describe().map_err(|e| PluginError::Init(format!("describe: {e}")))?;
+        let info = inst
+            .describe()
+            .map_err(|e| PluginError::Init(format!("describe: {e}")))?;
         trial(&mut inst, pre.kind(), engine.limits().timeout)?;
         let loaded = Loaded {
             pre,

@@ -76,10 +76,26 @@ mod tests {
 
     #[test]
     fn buckets_are_ordered_and_cover_values() {
-        for ns in [0u64, 1, 7, 8, 9, 15, 16, 100, 1_000, 123_456, 10_000_000_000] {
+        for ns in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1_000,
+            123_456,
+            10_000_000_000,
+        ] {
             let i = index(ns);
             assert!(lower(i) <= ns, "{ns}: lower {} > value", lower(i));
-            assert!(lower(i + 1) > ns, "{ns}: next lower {} <= value", lower(i + 1));
+            assert!(
+                lower(i + 1) > ns,
+                "{ns}: next lower {} <= value",
+                lower(i + 1)
+            );
         }
     }
 

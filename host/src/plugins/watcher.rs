@@ -45,18 +45,19 @@ impl Watcher {
     pub fn start(registry: Registry) -> Result<Watcher, PluginError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let events = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<Event>| match res {
-            Ok(ev) if relevant(&ev.kind) => {
-                for p in &ev.paths {
-                    if let Some(name) = plugin_name(p) {
-                        let _ = events.send(Msg::Changed(name));
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<Event>| match res {
+                Ok(ev) if relevant(&ev.kind) => {
+                    for p in &ev.paths {
+                        if let Some(name) = plugin_name(p) {
+                            let _ = events.send(Msg::Changed(name));
+                        }
                     }
                 }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "plugin directory watch error"),
-        })
-        .map_err(|e| PluginError::Watch(e.to_string()))?;
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "plugin directory watch error"),
+            })
+            .map_err(|e| PluginError::Watch(e.to_string()))?;
         watcher
             .watch(registry.dir(), RecursiveMode::NonRecursive)
             .map_err(|e| PluginError::Watch(format!("{}: {e}", registry.dir().display())))?;

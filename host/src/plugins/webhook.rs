@@ -69,7 +69,10 @@ fn check(r: wit::OutboundRequest) -> Result<OutboundRequest, HookError> {
         }
     }
     if r.body.len() > MAX_BODY {
-        return bad(format!("a body of {} bytes (at most {MAX_BODY})", r.body.len()));
+        return bad(format!(
+            "a body of {} bytes (at most {MAX_BODY})",
+            r.body.len()
+        ));
     }
     Ok(OutboundRequest {
         method,
