@@ -65,7 +65,14 @@ pub async fn run(
             .await
             .map_err(|e| ServerError::Settings(format!("plugin loading failed: {e}")))?;
     }
-    let plugin_watcher = crate::plugins::Watcher::start(plugins.clone())?;
+    // Without a watcher plugins still load at start-up and on POST /api/plugins/reload.
+    let plugin_watcher = match crate::plugins::Watcher::start(plugins.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "plugin hot reload is off: cannot watch the plugin directory");
+            None
+        }
+    };
     let calllog = CallLog::default();
     let upstream = UpstreamConfig::new(settings.clone()).map_err(ServerError::Settings)?;
     let forwarder = Forwarder::new(upstream, tokens.clone(), egress, calllog);
