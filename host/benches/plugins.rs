@@ -149,12 +149,14 @@ fn benches(c: &mut Criterion, tmp: &Path) {
 }
 
 /// Time from `rename` into the watched directory to the new version answering, alternating two versions.
-fn swap_latency(tmp: &Path, rounds: usize) {
-    for (a, b) in [
+fn swap_latency(tmp: &Path, rounds: usize, all: bool) {
+    let pairs = [
         ("least-latency", "tg-sandbox"),
         ("model-route", "least-latency"),
         ("text-pool", "json-pool"),
-    ] {
+    ];
+    // As a test (`cargo test --all-targets`) only the quick Rust pair runs.
+    for (a, b) in pairs.into_iter().take(if all { 3 } else { 1 }) {
         let (Some(wa), Some(wb)) = (built(a), built(b)) else {
             continue;
         };
@@ -207,5 +209,5 @@ fn main() {
         .measurement_time(Duration::from_secs(2));
     benches(&mut c, tmp.path());
     c.final_summary();
-    swap_latency(tmp.path(), if bench_mode { 5 } else { 1 });
+    swap_latency(tmp.path(), if bench_mode { 5 } else { 1 }, bench_mode);
 }
