@@ -212,11 +212,146 @@ impl<'de> Deserialize<'de> for DirectPolicy {
     }
 }
 
+/// `[plugins]`: WASM plugins filling the hooks (see `docs/plugins.md`). A typo in a key is an error, since a
+/// silently ignored `selector` would leave the built-in serving without anyone noticing.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Directory of `NAME.wasm` files; empty means `<DATA_DIR>/plugins`. Relative paths are relative to the
+    /// working directory, like `DATA_DIR`.
+    pub dir: String,
+    /// Plugin choosing the egress proxy; empty: the built-in selector.
+    pub selector: String,
+    /// Plugin parsing the proxy-pool API's answers; empty: the built-in parser.
+    pub pool_parser: String,
+    /// Plugins turning call-log batches into webhook requests.
+    pub webhooks: Vec<String>,
+    /// Deadline of one plugin call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Memory cap of one plugin instance, in MiB.
+    pub memory_mb: u64,
+    /// Failed calls in a row after which a plugin is disabled (until its file changes or an admin enables it).
+    pub max_consecutive_errors: u32,
+    /// `[plugins.config.NAME]`: passed to plugin NAME's `init` as JSON.
+    pub config: std::collections::BTreeMap<String, toml::Table>,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            dir: String::new(),
+            selector: String::new(),
+            pool_parser: String::new(),
+            webhooks: Vec::new(),
+            timeout_ms: 20,
+            memory_mb: 32,
+            max_consecutive_errors: 10,
+            config: Default::default(),
+        }
+    }
+}
+
+/// A plugin name: a file stem that needs no quoting anywhere (URL paths, TOML keys, file names).
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl PluginSettings {
+    /// The plugin directory: `dir`, or `<data_dir>/plugins` when empty.
+    pub fn dir_in(&self, data_dir: &Path) -> PathBuf {
+        if self.dir.trim().is_empty() {
+            data_dir.join("plugins")
+        } else {
+            PathBuf::from(self.dir.trim())
+        }
+    }
+
+    /// Plugin `name`'s config table as JSON (`{}` when absent).
+    pub fn config_json(&self, name: &str) -> String {
+        self.config
+            .get(name)
+            .and_then(|t| serde_json::to_string(t).ok())
+            .unwrap_or_else(|| "{}".to_string())
+    }
+
+    fn validate(&self, bad: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+        let names = [
+            ("plugins.selector", &self.selector),
+            ("plugins.pool_parser", &self.pool_parser),
+        ];
+        for (key, name) in names {
+            if !name.is_empty() && !valid_plugin_name(name) {
+                return Err(bad(
+                    key,
+                    format!("`{name}` is not a plugin name (letters, digits, - and _)"),
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for name in &self.webhooks {
+            if !valid_plugin_name(name) {
+                return Err(bad(
+                    "plugins.webhooks",
+                    format!("`{name}` is not a plugin name (letters, digits, - and _)"),
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(bad("plugins.webhooks", format!("`{name}` is listed twice")));
+            }
+        }
+        // A component implements one world, so one file cannot fill two different hooks.
+        if !self.selector.is_empty() && self.selector == self.pool_parser {
+            return Err(bad(
+                "plugins.pool_parser",
+                format!(
+                    "`{}` is already the selector; a plugin fills one hook",
+                    self.selector
+                ),
+            ));
+        }
+        for name in [&self.selector, &self.pool_parser] {
+            if !name.is_empty() && self.webhooks.contains(name) {
+                return Err(bad(
+                    "plugins.webhooks",
+                    format!("`{name}` already fills another hook; a plugin fills one hook"),
+                ));
+            }
+        }
+        for name in self.config.keys() {
+            if !valid_plugin_name(name) {
+                return Err(bad(
+                    "plugins.config",
+                    format!("`{name}` is not a plugin name"),
+                ));
+            }
+        }
+        if !(1..=10_000).contains(&self.timeout_ms) {
+            return Err(bad("plugins.timeout_ms", "must be from 1 to 10000".into()));
+        }
+        if !(1..=4096).contains(&self.memory_mb) {
+            return Err(bad("plugins.memory_mb", "must be from 1 to 4096".into()));
+        }
+        if self.max_consecutive_errors == 0 {
+            return Err(bad(
+                "plugins.max_consecutive_errors",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     pub global: GlobalSettings,
     pub grok: GrokSettings,
+    pub plugins: PluginSettings,
 }
 
 /// Everything the process needs to start: settings plus what only the environment decides.
@@ -533,6 +668,7 @@ impl Settings {
                 ),
             ));
         }
+        self.plugins.validate(&bad)?;
         Ok(())
     }
 }
@@ -553,6 +689,16 @@ const GLOBAL_KEYS: &[&str] = &[
     "shutdown_grace",
     "metrics_per_token",
     "metrics_token",
+];
+#[cfg(test)]
+const PLUGIN_KEYS: &[&str] = &[
+    "dir",
+    "selector",
+    "pool_parser",
+    "webhooks",
+    "timeout_ms",
+    "memory_mb",
+    "max_consecutive_errors",
 ];
 const GROK_KEYS: &[&str] = &[
     "api_key",
@@ -795,6 +941,18 @@ mod tests {
         let d = Settings::default();
         assert_eq!(format!("{:?}", s.global), format!("{:?}", d.global));
         assert_eq!(format!("{:?}", s.grok), format!("{:?}", d.grok));
+        assert_eq!(s.plugins, d.plugins);
+        assert!(text.contains("\n[plugins]\n"), "[plugins] not documented");
+        assert!(
+            text.contains("\n# [plugins.config.NAME]"),
+            "[plugins.config.NAME] not documented"
+        );
+        for key in PLUGIN_KEYS {
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "plugins.{key} not documented"
+            );
+        }
         for key in GLOBAL_KEYS {
             assert!(
                 text.contains(&format!("\n{key} = ")),
@@ -840,6 +998,54 @@ mod tests {
         let (s, _) = parse("[grok]\nproxy_url = \"http://u:hunter2@h:1/x y\"\n").unwrap();
         let err = s.validate("setting.toml").unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn plugin_settings_parse_and_validate() {
+        let (s, _) = parse(
+            "[plugins]\nselector = \"least-latency\"\nwebhooks = [\"chat\"]\ntimeout_ms = 50\n\
+             [plugins.config.chat]\nformat = \"slack\"\nurl = \"https://hooks.example/x\"\n",
+        )
+        .unwrap();
+        s.validate("setting.toml").unwrap();
+        assert_eq!(s.plugins.selector, "least-latency");
+        assert_eq!(s.plugins.timeout_ms, 50);
+        assert_eq!(s.plugins.memory_mb, 32);
+        let cfg: serde_json::Value = serde_json::from_str(&s.plugins.config_json("chat")).unwrap();
+        assert_eq!(cfg["format"], "slack");
+        assert_eq!(s.plugins.config_json("other"), "{}");
+        assert_eq!(
+            s.plugins.dir_in(Path::new("/d")),
+            PathBuf::from("/d/plugins")
+        );
+
+        // A typo is an error, not a silently ignored key.
+        let err = parse("[plugins]\nselecter = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("selecter"), "{err}");
+        for (text, key) in [
+            ("[plugins]\nselector = \"../x\"\n", "plugins.selector"),
+            ("[plugins]\nwebhooks = [\"a\", \"a\"]\n", "plugins.webhooks"),
+            (
+                "[plugins]\nselector = \"a\"\npool_parser = \"a\"\n",
+                "plugins.pool_parser",
+            ),
+            (
+                "[plugins]\nselector = \"a\"\nwebhooks = [\"a\"]\n",
+                "plugins.webhooks",
+            ),
+            ("[plugins]\ntimeout_ms = 0\n", "plugins.timeout_ms"),
+            ("[plugins]\nmemory_mb = 0\n", "plugins.memory_mb"),
+            (
+                "[plugins]\nmax_consecutive_errors = 0\n",
+                "plugins.max_consecutive_errors",
+            ),
+        ] {
+            let (s, _) = parse(text).unwrap();
+            let err = s.validate("setting.toml").unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum ServerError {
     StorageModeUnavailable(&'static str),
     #[error("egress: {0}")]
     Proxy(#[from] crate::proxy::ProxyError),
+    #[error("plugins: {0}")]
+    Plugins(#[from] crate::plugins::PluginError),
     #[error("settings: {0}")]
     Settings(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -70,6 +72,28 @@ pub async fn run(
         },
     )
     .await?;
+    // Plugins load before serving, so a configured hook is active from the first request; the watcher then
+    // swaps versions as files change.
+    let plugins = crate::plugins::Registry::new(&settings.plugins, &startup.data_dir)?;
+    {
+        let plugins = plugins.clone();
+        tokio::task::spawn_blocking(move || plugins.load_all())
+            .await
+            .map_err(|e| ServerError::Settings(format!("plugin loading failed: {e}")))?;
+    }
+    // The hooks' handles always call the version currently loaded, so they are installed once; while a plugin
+    // is missing, failing or disabled its slot answers an error and the built-in decides.
+    proxies.set_selector(plugins.selector());
+    proxies.set_parser(plugins.pool_parser());
+    plugins.set_direct_allowed(proxies.direct_allowed());
+    // Without a watcher plugins still load at start-up and on POST /api/plugins/reload.
+    let plugin_watcher = match crate::plugins::Watcher::start(plugins.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "plugin hot reload is off: cannot watch the plugin directory");
+            None
+        }
+    };
     let upstream = UpstreamConfig::new(settings.clone()).map_err(ServerError::Settings)?;
     let forwarder = Forwarder::new(upstream, tokens.clone(), proxies.clone(), calllog.clone());
 
@@ -80,6 +104,7 @@ pub async fn run(
         sessions,
         calllog: calllog.clone(),
         metrics,
+        plugins,
         storage_mode: startup.storage_mode,
         started: Instant::now(),
     }));
@@ -155,6 +180,7 @@ pub async fn run(
         }
     }
     flush(&tokens, &proxies, &calllog, &stop_tx, background).await;
+    drop(plugin_watcher);
     tracing::info!("bye");
     Ok(())
 }

@@ -80,6 +80,13 @@ impl GatewayBuilder {
             .replacen("[global]\n", &format!("[global]\n{line}\n"), 1);
         self
     }
+    /// Raw TOML appended to the settings file (e.g. a `[plugins]` section).
+    pub fn section(mut self, toml: &str) -> Self {
+        self.settings.push('\n');
+        self.settings.push_str(toml);
+        self.settings.push('\n');
+        self
+    }
     pub fn tokens(mut self, normal: &[&str]) -> Self {
         self.tokens = Some(token_json(normal, &[]));
         self

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/stats", get(stats))
         .route("/api/storage/mode", get(storage_mode))
         .merge(super::logs::router())
+        .merge(super::plugins::router())
         .route_layer(middleware::from_fn_with_state(state, require_session));
     Router::new()
         .route("/api/login", post(login))

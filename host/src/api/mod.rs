@@ -4,6 +4,7 @@ mod admin;
 pub mod error;
 mod logs;
 mod openai;
+mod plugins;
 mod proxies;
 mod timeline;
 mod ui;
@@ -33,6 +34,7 @@ pub struct AppInner {
     pub calllog: CallLog,
     /// `None` when another recorder was installed first (only in embedding tests).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub plugins: crate::plugins::Registry,
     pub storage_mode: StorageMode,
     pub started: Instant,
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-pub use file::{decode_journal, FileStorage};
+pub use file::{decode_journal, write_atomic, FileStorage};
 pub use proxy_state::{ProxyRecord, ProxyStateFile};
 pub use types::{CallLogEntry, SessionRecord, TokenFile, TokenRecord};
 

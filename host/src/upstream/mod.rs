@@ -147,7 +147,9 @@ impl UpstreamConfig {
     pub fn url(&self, path: &str) -> Result<reqwest::Url, String> {
         match self.common.iter().find(|(p, _)| *p == path) {
             Some((_, u)) => Ok(u.clone()),
-            None => reqwest::Url::parse(&format!("{}{path}", self.base_url)).map_err(|e| e.to_string()),
+            None => {
+                reqwest::Url::parse(&format!("{}{path}", self.base_url)).map_err(|e| e.to_string())
+            }
         }
     }
 }
