@@ -82,7 +82,8 @@ class RssSampler(threading.Thread):
 
 def wrk(load_cpu, conc, duration, script, url, body, target_path=""):
     """Runs wrk once; returns its RESULT line as a dict plus the load tool's own CPU seconds."""
-    env = dict(os.environ, BODY_FILE=body, TARGET_PATH=target_path)
+    # An absolute target path means wrk talks to tinyproxy, which closes every connection after the answer.
+    env = dict(os.environ, BODY_FILE=body, TARGET_PATH=target_path, EXPECT_CLOSE="1" if target_path else "0")
     cmd = load_cpu.split() + ["wrk", "-t1", f"-c{conc}", f"-d{duration}", "--timeout", "10s", "-s", script, url]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
