@@ -219,11 +219,18 @@ def cmd_soak(a):
 
 # ---- report ---------------------------------------------------------------------------------------------------
 
+SMOKE = False
+
+
 def verdict(ok):
+    if SMOKE:  # a dev build for one second proves nothing about targets
+        return "n/a in smoke mode"
     return "ok" if ok else "MISSED"
 
 
 def cmd_report(a):
+    global SMOKE
+    SMOKE = a.smoke
     recs = [json.loads(l) for l in open(a.results) if l.strip()]
     points = [r for r in recs if r["type"] == "point"]
     idle = {r["scenario"]: r["rss_kb"] for r in recs if r["type"] == "idle"}
