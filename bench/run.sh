@@ -249,7 +249,7 @@ else
   for kind in chat stream; do
     for conc in $CONCS; do
       for i in "${!NAMES[@]}"; do
-        echo "  $kind c=$conc ${NAMES[$i]}" >&2
+        echo "running: $kind c=$conc ${NAMES[$i]}" >&2
         M point --run-id "$RUN_ID" --name "${NAMES[$i]}" --kind "$kind" --conc "$conc" --url "${URLS[$i]}" \
           --target-path "${TPATHS[$i]}" --body "$WORK/$kind.json" --pids "${SPIDS[$i]}" --mock-pids "$MOCK_PID" \
           --duration "$DURATION" --repeat "$REPEAT" --warmup "$WARMUP" --script bench/post.lua \
