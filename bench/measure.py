@@ -232,6 +232,9 @@ def cmd_report(a):
     global SMOKE
     SMOKE = a.smoke
     recs = [json.loads(l) for l in open(a.results) if l.strip()]
+    # A file with several runs (bench/results.jsonl): one run, the last unless --run-id names another.
+    run = a.run_id or (recs[-1]["run_id"] if recs else None)
+    recs = [r for r in recs if r.get("run_id") == run]
     points = [r for r in recs if r["type"] == "point"]
     idle = {r["scenario"]: r["rss_kb"] for r in recs if r["type"] == "idle"}
     skips = [r for r in recs if r["type"] == "skip"]
@@ -356,6 +359,7 @@ def main():
     p = sub.add_parser("report")
     p.add_argument("--results", required=True)
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--run-id", default="")
     p.set_defaults(fn=cmd_report)
     a = ap.parse_args()
     a.fn(a)
