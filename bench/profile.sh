@@ -4,8 +4,8 @@
 # callgrind: user-space instructions per request (exact, repeatable) and the top functions, self and inclusive.
 # perf:      cpu-clock samples (kernel included) of the gateway under wrk at concurrency 16; needs linux-perf.
 # syscalls:  strace -c of the gateway under load, with the request count to divide by.
-# Env: LOGMAX (call log entries, default 0 = off), SECS (measured seconds, default 10), KEEP (dir for the raw
-# profile). Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
+# Env: LOGMAX (call log entries, default 0 = off), PROXY=1 (egress through a local tinyproxy),
+# SECS (measured seconds, default 10), KEEP (dir for the raw profile). Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIND=${1:-chat}
@@ -26,6 +26,13 @@ PIDS+=($!)
 mkdir -p "$W/gw"
 printf '[global]\nhost = "127.0.0.1"\nadmin_password = "pw"\nlog_max_count = %s\n[grok]\nbase_url = "http://127.0.0.1:%s/v1"\n' \
   "${LOGMAX:-0}" "$MP" >"$W/gw/setting.toml"
+if [ "${PROXY:-0}" = 1 ]; then # egress through a local tinyproxy, as gateway+proxy in run.sh
+  TP=$(free_port)
+  printf 'Port %s\nListen 127.0.0.1\nTimeout 60\nMaxClients 1024\nLogLevel Error\nDisableViaHeader Yes\n' "$TP" >"$W/tp.conf"
+  taskset -c 1 tinyproxy -d -c "$W/tp.conf" >/dev/null 2>&1 &
+  PIDS+=($!)
+  printf 'proxy_url = "http://127.0.0.1:%s"\n' "$TP" >>"$W/gw/setting.toml"
+fi
 WRAP=(taskset -c 1)
 [ "$TOOL" = callgrind ] && WRAP+=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out")
 DATA_DIR="$W/gw" PORT="$GP" LOG_LEVEL=warning WORKERS=1 "${WRAP[@]}" $BIN/grok2api >"$W/gw.log" 2>&1 &
