@@ -5,7 +5,8 @@
 # perf:      cpu-clock samples (kernel included) of the gateway under wrk at concurrency 16; needs linux-perf.
 # syscalls:  strace -c of the gateway under load, with the request count to divide by.
 # Env: LOGMAX (call log entries, default 0 = off), PROXY=1 (egress through a local tinyproxy),
-# SECS (measured seconds, default 10), KEEP (dir for the raw profile). Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
+# SECS (measured seconds, default 10), KEEP (dir for the raw profile).
+# Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIND=${1:-chat}
