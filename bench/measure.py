@@ -201,12 +201,17 @@ def cmd_soak(a):
         rss = status_kb(pids, "VmRSS")
         samples.append((round(el, 1), rss))
         print(f"soak t={el:6.0f}s RSS {rss / 1024:7.2f} MiB  CPU {cpu_s(pids):8.1f}s", file=sys.stderr, flush=True)
+        if a.scrape:  # a Prometheus scrape drains the exporter's histogram samples
+            try:
+                urllib.request.urlopen(a.scrape, timeout=5).read()
+            except OSError as e:
+                print(f"scrape failed: {e}", file=sys.stderr)
         for t in threads:
             t.join(timeout=max(0.0, t0 + len(samples) * a.interval - time.monotonic()))
     after = [s for s in samples if s[0] >= warm]
     rec = {
         "type": "soak", "run_id": a.run_id, "scenario": a.name, "minutes": a.minutes, "warmup_s": warm,
-        "concurrency_per_kind": a.conc, "samples": samples,
+        "concurrency_per_kind": a.conc, "scraped": bool(a.scrape), "samples": samples,
         "growth_mib_per_min": None if slope_per_min(after) is None else round(slope_per_min(after), 4),
         "rss_first_kb": samples[0][1] if samples else None,
         "rss_after_warmup_kb": after[0][1] if after else None, "rss_last_kb": samples[-1][1] if samples else None,
@@ -310,7 +315,7 @@ def cmd_report(a):
             print(line)
     for s in soaks:
         g = s["growth_mib_per_min"]
-        print(f"\nSoak {s['scenario']}: {s['minutes']} min, RSS {s['rss_first_kb'] / 1024:.1f} → "
+        print(f"\nSoak {s['scenario']}{' (/metrics scraped every 10 s)' if s.get('scraped') else ''}: {s['minutes']} min, RSS {s['rss_first_kb'] / 1024:.1f} → "
               f"{s['rss_after_warmup_kb'] / 1024:.1f} (after {s['warmup_s']} s warm-up) → {s['rss_last_kb'] / 1024:.1f} MB; "
               f"growth after warm-up {g} MiB/min [target < 1: {verdict(g is not None and g < 1)}]; "
               f"req/s {s['rps']}; errors {s['errors']}")
@@ -355,6 +360,7 @@ def main():
     p.add_argument("--interval", type=float, default=10)
     p.add_argument("--conc", type=int, default=8)
     p.add_argument("--load-cpu", default="")
+    p.add_argument("--scrape", default="")
     p.set_defaults(fn=cmd_soak)
     p = sub.add_parser("report")
     p.add_argument("--results", required=True)

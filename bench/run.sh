@@ -4,7 +4,8 @@
 #   bench/run.sh --smoke          CI: 1 s per point, once; checks only that every scenario completes, zero errors
 #   bench/run.sh --soak [MINUTES] constant load on one gateway (default 10 min), RSS every 10 s, growth per minute
 # Env: DURATION, REPEAT, WARMUP, CONCS ("1 16 64"), TOKENS (10), OUT (bench/results.jsonl), BENCH_PROFILE
-# (release|dev), SOAK_TARGET (gateway+all), SOAK_CONC (8 per kind). See bench/README.md.
+# (release|dev), SOAK_TARGET (gateway+all), SOAK_CONC (8 per kind), SOAK_SCRAPE (1: scrape /metrics every 10 s).
+# See bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,7 +97,7 @@ record() { tee -a "$RESULTS" >>"$OUT"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # wait_up URL PID: 0 once URL answers, 1 if PID died first
 wait_up() {
-  for _ in $(seq 1 150); do
+  for _ in $(seq 1 300); do # 30 s: a WASM plugin is compiled at start-up
     kill -0 "$2" 2>/dev/null || return 1
     curl -s -o /dev/null "$1" && return 0
     sleep 0.1
@@ -241,9 +242,12 @@ if [ $MODE = soak ]; then
   for i in "${!NAMES[@]}"; do
     [ "${NAMES[$i]}" = "$target" ] || continue
     echo "soak: $target for $MINUTES min, chat + stream at concurrency ${SOAK_CONC:-8} each" >&2
+    # SOAK_SCRAPE=1 scrapes /metrics every 10 s, as a Prometheus server would (it drains histogram samples).
+    scrape=""
+    [ "${SOAK_SCRAPE:-0}" = 1 ] && scrape="--scrape ${URLS[$i]%/v1/chat/completions}/metrics"
     M soak --run-id "$RUN_ID" --name "$target" --url "${URLS[$i]}" --pids "${SPIDS[$i]}" \
       --chat "$WORK/chat.json" --stream "$WORK/stream.json" --minutes "$MINUTES" --conc "${SOAK_CONC:-8}" \
-      --script bench/post.lua --load-cpu "$LOAD_CPU" | record
+      --script bench/post.lua --load-cpu "$LOAD_CPU" $scrape | record
   done
 else
   for kind in chat stream; do
