@@ -1,134 +1,267 @@
 #!/usr/bin/env bash
-# Load benchmark: the gateway against calling the mock upstream directly, measured in one run.
-#   bench/run.sh            full run (DURATION=10s per point, REPEAT=3, median reported)
-#   bench/run.sh --smoke    a few seconds per point; checks only that every scenario completes with zero errors
-# Needs wrk (Debian package `wrk`; installed here when missing). Results: a table on stdout and JSON lines in
-# bench/results.jsonl (git-ignored). With 2 cores, the load tool runs on core 0 and the processes under test on
-# core 1 (taskset), so they do not steal each other's time.
+# Load benchmark: the gateway against calling the mock upstream directly and against nginx, measured in one run.
+#   bench/run.sh                  full run (release build; DURATION=5s per point, REPEAT=3, medians reported)
+#   bench/run.sh --smoke          CI: 1 s per point, once; checks only that every scenario completes, zero errors
+#   bench/run.sh --soak [MINUTES] constant load on one gateway (default 10 min), RSS every 10 s, growth per minute
+# Env: DURATION, REPEAT, WARMUP, CONCS ("1 16 64"), TOKENS (10), OUT (bench/results.jsonl), BENCH_PROFILE
+# (release|dev), SOAK_TARGET (gateway+all), SOAK_CONC (8 per kind), SOAK_SCRAPE (1: scrape /metrics every 10 s).
+# See bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SMOKE=0
-[ "${1:-}" = "--smoke" ] && SMOKE=1
-DURATION=${DURATION:-$([ $SMOKE = 1 ] && echo 2s || echo 10s)}
-REPEAT=${REPEAT:-$([ $SMOKE = 1 ] && echo 1 || echo 3)}
-TOKENS=${TOKENS:-10}
-export API_KEY=${API_KEY:-bench-client-key}
-OUT=${OUT:-bench/results.jsonl}
-
-if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
+MODE=full
+MINUTES=10
+case "${1:-}" in
+  --smoke) MODE=smoke ;;
+  --soak) MODE=soak; MINUTES=${2:-10} ;;
+  "") ;;
+  *) echo "usage: bench/run.sh [--smoke | --soak [MINUTES]]" >&2; exit 2 ;;
+esac
+if [ $MODE = smoke ]; then
+  DURATION=${DURATION:-1s}; REPEAT=${REPEAT:-1}; WARMUP=${WARMUP:-}
+  # The smoke test only checks for errors, so the dev build that `cargo test` already made will do.
+  PROFILE=${BENCH_PROFILE:-dev}
+else
+  DURATION=${DURATION:-5s}; REPEAT=${REPEAT:-3}; WARMUP=${WARMUP:-1s}
+  PROFILE=${BENCH_PROFILE:-release}
 fi
-NCPU=$(nproc)
-if [ "$NCPU" -ge 2 ]; then LOAD_CPU="taskset -c 0"; SUT_CPU="taskset -c 1"; else LOAD_CPU=""; SUT_CPU=""; fi
+CONCS=${CONCS:-1 16 64}
+TOKENS=${TOKENS:-10}
+OUT=${OUT:-bench/results.jsonl}
+# Clients send this key; the gateway reads API_KEY from the environment, so its auth check runs too.
+export API_KEY=bench-client-key
+ADMIN_PW=bench-admin-pw
 
-cargo build --release -q -p grok2api -p mock-upstream
-BIN=target/release
+# ---- tools -----------------------------------------------------------------------------------------------------
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v tinyproxy >/dev/null || need+=(tinyproxy-bin)
+command -v redis-server >/dev/null || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  # policy-rc.d or no init system: the packages' own services are not started.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# With 2 cores or more the load tool (and this script's helpers) run on core 0 and everything under test
+# (gateway, nginx, tinyproxy, redis, mock) on core 1, so the load tool never steals the server's time.
+if [ "$(nproc)" -ge 2 ]; then
+  LOAD_CPU="taskset -c 0"; SUT_CPU="taskset -c 1"
+  PINNING="load tool on core 0, processes under test (and the mock) on core 1"
+else
+  LOAD_CPU=""; SUT_CPU=""; PINNING="one core: no pinning, load tool and servers share it"
+fi
+
+# ---- build -----------------------------------------------------------------------------------------------------
+if [ "$PROFILE" = release ]; then
+  cargo build --release -q -p grok2api -p mock-upstream; BIN=target/release
+else
+  cargo build -q -p grok2api -p mock-upstream; BIN=target/debug
+fi
+
+# The WASM selector: only when this tree has the plugin sources (plugin host merged) and the target is there.
+WASM=""
+WASM_WHY="no plugins/least-latency in this tree"
+if [ -d plugins/least-latency ]; then
+  for f in target/plugins/least-latency.wasm target/wasm/wasm32-wasip2/release/least_latency.wasm; do
+    [ -f "$f" ] && WASM=$f && break
+  done
+  if [ -z "$WASM" ]; then
+    if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+      (cd plugins && CARGO_TARGET_DIR=../target/wasm cargo build -q --locked --release --target wasm32-wasip2 \
+        -p least-latency) && WASM=target/wasm/wasm32-wasip2/release/least_latency.wasm
+    else
+      WASM_WHY="rustup target wasm32-wasip2 is not installed"
+    fi
+  fi
+fi
+
+# ---- processes -------------------------------------------------------------------------------------------------
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
+RESULTS=$WORK/results.jsonl
+M() { $LOAD_CPU python3 bench/measure.py "$@"; }
+record() { tee -a "$RESULTS" >>"$OUT"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
+# wait_up URL PID: 0 once URL answers, 1 if PID died first
+wait_up() {
+  for _ in $(seq 1 300); do # 30 s: a WASM plugin is compiled at start-up
+    kill -0 "$2" 2>/dev/null || return 1
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "not ready: $1" >&2; return 1
+}
 
-MOCK_PORT=$(free_port)
-$SUT_CPU $BIN/mock-upstream --port "$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$MOCK_PORT/__mock/stats"
+python3 - "$RUN_ID" "$MODE" "$PROFILE" "$PINNING" "$DURATION" "$REPEAT" <<'PY' | record
+import json, os, sys
+r, mode, prof, pin, dur, rep = sys.argv[1:]
+print(json.dumps({"type": "meta", "run_id": r, "mode": mode, "profile": prof, "pinning": pin, "duration": dur,
+                  "repeat": int(rep), "nproc": os.cpu_count(), "loadavg_at_start": os.getloadavg()}))
+PY
 
-# A ~300-byte chat request answered with ~1 KB; and a 20-chunk stream.
+# Request bodies: ~300-byte chat request answered with ~1 KB; the same request streamed as 20 chunks.
 python3 - "$WORK" <<'PY'
 import json, sys
 w = sys.argv[1]
 msg = "Summarise the following text in one line: " + "lorem ipsum dolor sit amet " * 8
 base = {"model": "grok-4-fast", "messages": [{"role": "user", "content": msg}], "mock": {"size": 1024}}
 open(f"{w}/chat.json", "w").write(json.dumps(base))
-s = dict(base, stream=True, mock={"chunks": 20})
-open(f"{w}/stream.json", "w").write(json.dumps(s))
+open(f"{w}/stream.json", "w").write(json.dumps(dict(base, stream=True, mock={"chunks": 20})))
 PY
 
-# start_gateway NAME EXTRA_GLOBAL_TOML -> sets GW_PORT, GW_PID
+MOCK_PORT=$(free_port)
+$SUT_CPU $BIN/mock-upstream --host 127.0.0.1 --port "$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
+MOCK_PID=$!; PIDS+=("$MOCK_PID")
+wait_up "http://127.0.0.1:$MOCK_PORT/__mock/stats" "$MOCK_PID"
+MOCK_URL="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+
+# nginx as the reference reverse proxy: one worker (the gateway gets one core too), upstream keepalive, no
+# buffering (streams pass through as they come), no access log (like the gateway with its call log off).
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  keepalive_requests 1000000;
+  upstream mock {
+    server 127.0.0.1:$MOCK_PORT;
+    keepalive 128;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+$SUT_CPU "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" &
+NGINX_PID=$!; PIDS+=("$NGINX_PID")
+wait_up "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID"
+
+# tinyproxy, the egress proxy both the gateway and wrk go through in the proxy scenarios.
+TP_PORT=$(free_port)
+printf 'Port %s\nListen 127.0.0.1\nTimeout 60\nMaxClients 1024\nLogLevel Error\nDisableViaHeader Yes\n' \
+  "$TP_PORT" >"$WORK/tinyproxy.conf"
+$SUT_CPU tinyproxy -d -c "$WORK/tinyproxy.conf" >"$WORK/tinyproxy.log" 2>&1 &
+TP_PID=$!; PIDS+=("$TP_PID")
+wait_up "http://127.0.0.1:$TP_PORT/" "$TP_PID"
+
+# start_gateway NAME GLOBAL_TOML GROK_TOML EXTRA_TOML [ENV=VAL...] -> GW_PORT, GW_PID; 1 if it does not start
 start_gateway() {
-  local dir="$WORK/gw-$1"; mkdir -p "$dir"
+  local name=$1 global=$2 grok=$3 extra=$4; shift 4
+  local dir="$WORK/gw-$name"; mkdir -p "$dir"
   GW_PORT=$(free_port)
-  python3 - "$dir" "$TOKENS" <<'PY'
-import json, sys
-d, n = sys.argv[1], int(sys.argv[2])
-rec = {"createdTime": 0, "remainingQueries": -1, "heavyremainingQueries": -1, "status": "active", "failedCount": 0,
-       "tags": [], "note": ""}
-json.dump({"ssoNormal": {f"bench-token-{i:04d}-xxxxxxxx": rec for i in range(n)}, "ssoSuper": {}}, open(f"{d}/token.json", "w"))
-PY
-  printf '[grok]\nbase_url = "http://127.0.0.1:%s/v1"\n[global]\nhost = "127.0.0.1"\nadmin_password = "bench-pw"\n%s\n' \
-    "$MOCK_PORT" "$2" >"$dir/setting.toml"
-  DATA_DIR="$dir" PORT="$GW_PORT" LOG_LEVEL=warning WORKERS=1 $SUT_CPU $BIN/grok2api >"$dir/log" 2>&1 &
-  GW_PID=$!
-  PIDS+=($GW_PID)
-  wait_http "http://127.0.0.1:$GW_PORT/health"
+  printf '[global]\nhost = "127.0.0.1"\nadmin_password = "%s"\n%s\n[grok]\nbase_url = "http://127.0.0.1:%s/v1"\n%s\n%s\n' \
+    "$ADMIN_PW" "$global" "$MOCK_PORT" "$grok" "$extra" >"$dir/setting.toml"
+  # WORKERS=1: one tokio worker thread, as nginx gets one worker process; both have core 1 only.
+  env "$@" DATA_DIR="$dir" PORT="$GW_PORT" LOG_LEVEL=warning WORKERS=1 $SUT_CPU $BIN/grok2api >"$dir/log" 2>&1 &
+  GW_PID=$!; PIDS+=("$GW_PID")
+  wait_up "http://127.0.0.1:$GW_PORT/health" "$GW_PID" || return 1
+  M provision --url "http://127.0.0.1:$GW_PORT" --password "$ADMIN_PW" --tokens "$TOKENS"
 }
 
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-rss_peak_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status"; }
+# Scenario table: name, URL, pid under test, absolute target path (proxy-direct only).
+NAMES=(); URLS=(); SPIDS=(); TPATHS=()
+add() { NAMES+=("$1"); URLS+=("$2"); SPIDS+=("$3"); TPATHS+=("${4:-}"); }
+skip() { M skip --run-id "$RUN_ID" --name "$1" --reason "$2" | record; }
 
-# point TARGET_NAME URL BODY CONC PID -> prints the median-rps run's JSON
-point() {
-  local name=$1 url=$2 body=$3 conc=$4 pid=$5
-  local runs=()
-  for _ in $(seq 1 "$REPEAT"); do
-    local t0; t0=$(cpu_ticks "$pid")
-    local line
-    line=$(BODY_FILE="$body" $LOAD_CPU wrk -t1 -c"$conc" -d"$DURATION" -s bench/post.lua "$url" | grep '^RESULT ' | cut -d' ' -f2-)
-    local t1; t1=$(cpu_ticks "$pid")
-    local reqs; reqs=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['requests'])" "$line")
-    local cpu_us; cpu_us=$(python3 -c "import os,sys; t=int(sys.argv[1]); r=int(sys.argv[2]); print(round(t*1e6/os.sysconf('SC_CLK_TCK')/max(r,1),1))" "$(( t1 - t0 ))" "$reqs")
-    runs+=("$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); d['cpu_us_per_req']=float(sys.argv[2]); print(json.dumps(d))" "$line" "$cpu_us")")
-  done
-  python3 - "$name" "$conc" "$(rss_peak_kb "$pid")" "${runs[@]}" <<'PY'
-import json, sys
-name, conc, rss = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-runs = [json.loads(r) for r in sys.argv[4:]]
-med = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-med.update(scenario=name, concurrency=conc, peak_rss_kb=rss, repeats=len(runs),
-           errors=sum(r["errors"] for r in runs))
-print(json.dumps(med))
-PY
-}
+add direct "$MOCK_URL" "$MOCK_PID"
+add nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$NGINX_PID"
+add proxy-direct "http://127.0.0.1:$TP_PORT/" "$TP_PID" "$MOCK_URL"
+PROXY="proxy_url = \"http://127.0.0.1:$TP_PORT\""
 
-: >"$WORK/results"
-record() { echo "$1" | tee -a "$WORK/results" >>"$OUT"; }
+start_gateway bare "log_max_count = 0" "" ""
+add gateway "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
+start_gateway calllog "" "" ""
+add gateway+calllog "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
+start_gateway proxy "log_max_count = 0" "$PROXY" ""
+add gateway+proxy "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
 
-start_gateway bare "log_max_count = 0"
-BARE_PID=$GW_PID; BARE_PORT=$GW_PORT
-start_gateway calllog ""
-LOG_PID=$GW_PID; LOG_PORT=$GW_PORT
-MOCK_PID=${PIDS[0]}
+# Everything on: call log + proxy binding + the WASM selector when this build has a plugin host.
+ALL_EXTRA=""
+if [ -n "$WASM" ]; then
+  mkdir -p "$WORK/plugins"; cp "$WASM" "$WORK/plugins/least-latency.wasm"
+  ALL_EXTRA=$(printf '[plugins]\ndir = "%s"\nselector = "least-latency"\n' "$WORK/plugins")
+fi
+start_gateway all "" "$PROXY" "$ALL_EXTRA"
+add gateway+all "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
+if [ -z "$WASM" ]; then
+  skip "WASM selector" "not available in this build ($WASM_WHY); gateway+all = call log + proxy binding only"
+elif grep -q 'unknown section \[plugins\]' "$WORK/gw-all/log"; then
+  skip "WASM selector" "not available in this build (the binary ignores [plugins]); gateway+all = call log + proxy binding only"
+fi
 
-for kind in chat stream; do
-  for conc in 1 16 64; do
-    record "$(point "direct/$kind" "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "$WORK/$kind.json" "$conc" "$MOCK_PID")"
-    record "$(point "gateway/$kind" "http://127.0.0.1:$BARE_PORT/v1/chat/completions" "$WORK/$kind.json" "$conc" "$BARE_PID")"
-    record "$(point "gateway+calllog/$kind" "http://127.0.0.1:$LOG_PORT/v1/chat/completions" "$WORK/$kind.json" "$conc" "$LOG_PID")"
-  done
+# Redis storage mode (call log on): a private redis-server; skipped when the binary refuses STORAGE_MODE=redis.
+REDIS_PORT=$(free_port)
+$SUT_CPU redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$WORK" \
+  >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!; PIDS+=("$REDIS_PID")
+for _ in $(seq 1 50); do (echo >"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.1; done
+if start_gateway redis "" "" "" STORAGE_MODE=redis DATABASE_URL="redis://127.0.0.1:$REDIS_PORT/0" 2>/dev/null; then
+  add gateway+redis "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
+else
+  why=$(grep -v '^\s*$' "$WORK/gw-redis/log" | tail -1 | cut -c1-160)
+  skip "gateway+redis" "not available in this build (${why:-did not start})"
+fi
+
+for i in "${!NAMES[@]}"; do
+  M idle --run-id "$RUN_ID" --name "${NAMES[$i]}" --pids "${SPIDS[$i]}" | record
 done
 
-python3 - "$WORK/results" "$SMOKE" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-smoke = sys.argv[2] == "1"
-print(f"{'scenario':28} {'conc':>4} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'p99.9 µs':>9} {'err':>4} {'cpu µs/req':>10} {'peak RSS MB':>11}")
-for r in rows:
-    print(f"{r['scenario']:28} {r['concurrency']:>4} {r['rps']:>9.0f} {r['p50_us']:>8} {r['p99_us']:>8} {r['p999_us']:>9} {r['errors']:>4} {r['cpu_us_per_req']:>10} {r['peak_rss_kb']/1024:>11.1f}")
-by = {(r["scenario"], r["concurrency"]): r for r in rows}
-print()
-for kind in ("chat", "stream"):
-    d, g, l = by[(f"direct/{kind}", 1)], by[(f"gateway/{kind}", 1)], by[(f"gateway+calllog/{kind}", 1)]
-    print(f"{kind}: added latency at c=1 vs direct: p50 {g['p50_us']-d['p50_us']} µs, p99 {g['p99_us']-d['p99_us']} µs"
-          f" (with call log: p50 {l['p50_us']-d['p50_us']} µs, p99 {l['p99_us']-d['p99_us']} µs)")
-    d64, g64, l64 = by[(f"direct/{kind}", 64)], by[(f"gateway/{kind}", 64)], by[(f"gateway+calllog/{kind}", 64)]
-    print(f"{kind}: c=64 added p50 {g64['p50_us']-d64['p50_us']} µs, p99 {g64['p99_us']-d64['p99_us']} µs; "
-          f"throughput call log on/off = {l64['rps']/g64['rps']:.3f}")
-errors = sum(r["errors"] for r in rows)
-if errors:
-    print(f"FAIL: {errors} errors"); sys.exit(1)
-print("all scenarios completed with zero errors")
-PY
+echo "bench: $MODE, $PROFILE build, $PINNING; run $RUN_ID" >&2
+if [ $MODE = soak ]; then
+  target=${SOAK_TARGET:-gateway+all}
+  for i in "${!NAMES[@]}"; do
+    [ "${NAMES[$i]}" = "$target" ] || continue
+    echo "soak: $target for $MINUTES min, chat + stream at concurrency ${SOAK_CONC:-8} each" >&2
+    # SOAK_SCRAPE=1 scrapes /metrics every 10 s, as a Prometheus server would (it drains histogram samples).
+    scrape=""
+    [ "${SOAK_SCRAPE:-0}" = 1 ] && scrape="--scrape ${URLS[$i]%/v1/chat/completions}/metrics"
+    M soak --run-id "$RUN_ID" --name "$target" --url "${URLS[$i]}" --pids "${SPIDS[$i]}" \
+      --chat "$WORK/chat.json" --stream "$WORK/stream.json" --minutes "$MINUTES" --conc "${SOAK_CONC:-8}" \
+      --script bench/post.lua --load-cpu "$LOAD_CPU" $scrape | record
+  done
+else
+  for kind in chat stream; do
+    for conc in $CONCS; do
+      for i in "${!NAMES[@]}"; do
+        echo "running: $kind c=$conc ${NAMES[$i]}" >&2
+        M point --run-id "$RUN_ID" --name "${NAMES[$i]}" --kind "$kind" --conc "$conc" --url "${URLS[$i]}" \
+          --target-path "${TPATHS[$i]}" --body "$WORK/$kind.json" --pids "${SPIDS[$i]}" --mock-pids "$MOCK_PID" \
+          --duration "$DURATION" --repeat "$REPEAT" --warmup "$WARMUP" --script bench/post.lua \
+          --load-cpu "$LOAD_CPU" | record
+      done
+    done
+  done
+fi
+
+echo "$PINNING; $PROFILE build; medians of $REPEAT × $DURATION; results appended to $OUT (run $RUN_ID)"
+python3 bench/measure.py report --results "$RESULTS" $([ $MODE = smoke ] && echo --smoke)

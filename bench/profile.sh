@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Where the gateway spends its CPU per request, independent of machine noise where possible.
+#   bench/profile.sh [chat|stream] [callgrind|perf|syscalls]     (defaults: chat callgrind)
+# callgrind: user-space instructions per request (exact, repeatable) and the top functions, self and inclusive.
+# perf:      cpu-clock samples (kernel included) of the gateway under wrk at concurrency 16; needs linux-perf.
+# syscalls:  strace -c of the gateway under load, with the request count to divide by.
+# Env: LOGMAX (call log entries, default 0 = off), PROXY=1 (egress through a local tinyproxy),
+# SECS (measured seconds, default 10), KEEP (dir for the raw profile).
+# Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KIND=${1:-chat}
+TOOL=${2:-callgrind}
+SECS=${SECS:-10}
+cargo build --release -q -p grok2api -p mock-upstream
+BIN=target/release
+W=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+export API_KEY=bench-client-key
+
+MP=$(free_port); GP=$(free_port)
+taskset -c 1 $BIN/mock-upstream --host 127.0.0.1 --port "$MP" >/dev/null 2>&1 &
+PIDS+=($!)
+mkdir -p "$W/gw"
+printf '[global]\nhost = "127.0.0.1"\nadmin_password = "pw"\nlog_max_count = %s\n[grok]\nbase_url = "http://127.0.0.1:%s/v1"\n' \
+  "${LOGMAX:-0}" "$MP" >"$W/gw/setting.toml"
+if [ "${PROXY:-0}" = 1 ]; then # egress through a local tinyproxy, as gateway+proxy in run.sh
+  TP=$(free_port)
+  printf 'Port %s\nListen 127.0.0.1\nTimeout 60\nMaxClients 1024\nLogLevel Error\nDisableViaHeader Yes\n' "$TP" >"$W/tp.conf"
+  taskset -c 1 tinyproxy -d -c "$W/tp.conf" >/dev/null 2>&1 &
+  PIDS+=($!)
+  printf 'proxy_url = "http://127.0.0.1:%s"\n' "$TP" >>"$W/gw/setting.toml"
+fi
+WRAP=(taskset -c 1)
+[ "$TOOL" = callgrind ] && WRAP+=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out")
+DATA_DIR="$W/gw" PORT="$GP" LOG_LEVEL=warning WORKERS=1 "${WRAP[@]}" $BIN/grok2api >"$W/gw.log" 2>&1 &
+GW=$!; PIDS+=("$GW")
+for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$GP/health" && break; sleep 0.1; done
+python3 bench/measure.py provision --url "http://127.0.0.1:$GP" --password pw --tokens 10
+python3 - "$W" <<'PY'
+import json, sys
+msg = "Summarise the following text in one line: " + "lorem ipsum dolor sit amet " * 8
+base = {"model": "grok-4-fast", "messages": [{"role": "user", "content": msg}], "mock": {"size": 1024}}
+open(f"{sys.argv[1]}/chat.json", "w").write(json.dumps(base))
+open(f"{sys.argv[1]}/stream.json", "w").write(json.dumps(dict(base, stream=True, mock={"chunks": 20})))
+PY
+load() { BODY_FILE="$W/$KIND.json" taskset -c 0 wrk -t1 -c"$1" -d"$2" -s bench/post.lua \
+  "http://127.0.0.1:$GP/v1/chat/completions" | grep '^RESULT' | grep -o '"requests":[0-9]*' | cut -d: -f2; }
+
+load 4 2s >/dev/null # warm the connection pools
+case "$TOOL" in
+  callgrind)
+    callgrind_control -i on "$GW" >/dev/null
+    load 1 2s >/dev/null
+    callgrind_control -z "$GW" >/dev/null
+    n=$(load 1 "${SECS}s")
+    callgrind_control -d "$GW" >/dev/null
+    out=$(ls "$W"/cg.out.* | tail -1)
+    total=$(callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+    echo "$KIND: $n requests, $((total / n)) user-space instructions per request (call log max ${LOGMAX:-0})"
+    echo "-- self"; callgrind_annotate "$out" --inclusive=no | sed -n '/file:function/,$p' | sed -n '3,25p' | cut -c1-150
+    echo "-- inclusive (gateway functions)"
+    callgrind_annotate "$out" --inclusive=yes | grep 'grok2api::' | head -20 | cut -c1-150
+    ;;
+  perf)
+    perf record -q -e cpu-clock -F 2000 -p "$GW" -o "$W/perf.data" -- sleep "$((SECS + 1))" &
+    PERF=$!
+    sleep 0.5
+    n=$(load 16 "${SECS}s")
+    wait "$PERF" || true
+    echo "$KIND: $n requests in ${SECS}s"
+    perf report -i "$W/perf.data" --stdio --no-children --sort dso 2>/dev/null | grep '%' | head -5
+    perf report -i "$W/perf.data" --stdio --no-children --sort symbol 2>/dev/null | grep '%' | sed 's/  */ /g' |
+      cut -c1-150 | head -30
+    ;;
+  syscalls)
+    timeout -s INT "$((SECS + 2))" strace -c -f -p "$GW" -o "$W/strace.txt" &
+    ST=$!
+    sleep 0.5
+    n=$(load 16 "${SECS}s")
+    wait "$ST" || true
+    echo "$KIND: $n requests; syscalls (divide calls by the requests):"
+    head -15 "$W/strace.txt"
+    ;;
+  *) echo "unknown tool $TOOL" >&2; exit 2 ;;
+esac
+if [ -n "${KEEP:-}" ]; then cp "$W"/cg.out.* "$W"/perf.data "$W"/strace.txt "$KEEP"/ 2>/dev/null || true; fi
