@@ -120,7 +120,10 @@ pub fn normalize_proxy_url(raw: &str) -> Result<String, ProxyError> {
     let rest = rest.trim_end_matches('/');
     // Control characters and spaces would be dropped or rewritten by the URL parser, making the stored form
     // differ from what was checked (found by fuzzing).
-    if rest.is_empty() || rest.contains('/') || rest.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if rest.is_empty()
+        || rest.contains('/')
+        || rest.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err(invalid("expected host:port after the scheme"));
     }
     let url = format!("{scheme}://{rest}");
