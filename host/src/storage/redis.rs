@@ -27,7 +27,6 @@ use super::{CallLogEntry, ProxyStateFile, SessionRecord, Storage, StorageError, 
 use crate::config::StorageMode;
 
 const PREFIX: &str = "grok2api:";
-const LOG_ID_TTL_SECS: u64 = 86_400;
 
 fn err(what: &str, e: redis::RedisError) -> StorageError {
     StorageError::Backend(format!("redis {what}: {e}"))
@@ -100,6 +99,9 @@ pub fn mask_url(url: &str) -> String {
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("****"));
+            } else if !u.username().is_empty() {
+                // `scheme://secret@host`: a lone user part is often the password.
+                let _ = u.set_username("****");
             }
             u.to_string()
         }
@@ -111,9 +113,11 @@ impl RedisStorage {
     /// Connects and checks the server answers. Errors name the URL with its password masked.
     pub async fn connect(url: &str, log_max: usize) -> Result<RedisStorage, StorageError> {
         let masked = mask_url(url);
-        let password = reqwest::Url::parse(url)
-            .ok()
-            .and_then(|u| u.password().map(str::to_string));
+        let password = reqwest::Url::parse(url).ok().and_then(|u| {
+            u.password()
+                .map(str::to_string)
+                .or_else(|| Some(u.username().to_string()))
+        });
         let scrub = |s: String| match &password {
             Some(p) if !p.is_empty() => s.replace(p.as_str(), "****"),
             _ => s,
@@ -183,6 +187,19 @@ impl RedisStorage {
             })
             .collect();
         self.write_rows(table, writes, deletes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_masked() {
+        use super::mask_url;
+        assert_eq!(mask_url("redis://u:pw@h:1/2"), "redis://u:****@h:1/2");
+        assert_eq!(mask_url("redis://:pw@h:1/2"), "redis://:****@h:1/2");
+        assert_eq!(mask_url("redis://pw@h:1/2"), "redis://****@h:1/2");
+        assert_eq!(mask_url("redis://h:1/2"), "redis://h:1/2");
+        assert_eq!(mask_url("not a url pw"), "<unparsable URL>");
     }
 }
 
@@ -542,7 +559,6 @@ impl SharedState for RedisStorage {
                 .await
                 .map_err(|e| err("append log", e))?;
         }
-        let _ = LOG_ID_TTL_SECS;
         Ok(())
     }
 
