@@ -311,7 +311,8 @@ fn run_cli(args: &[&str], envs: &[(&str, &str)], dir: &std::path::Path) -> std::
 fn bad_url_or_unreachable_server_stops_with_a_clear_masked_message() {
     let dir = tempfile::tempdir().unwrap();
     let dead = format!("redis://admin:s3cretPass@127.0.0.1:{}/0", free_port());
-    let cases: [(&[(&str, &str)], i32, &str); 3] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], i32, &'a str);
+    let cases: [Case; 3] = [
         (&[("STORAGE_MODE", "redis")], 2, "needs DATABASE_URL"),
         (
             &[

@@ -190,19 +190,6 @@ impl RedisStorage {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn urls_are_masked() {
-        use super::mask_url;
-        assert_eq!(mask_url("redis://u:pw@h:1/2"), "redis://u:****@h:1/2");
-        assert_eq!(mask_url("redis://:pw@h:1/2"), "redis://:****@h:1/2");
-        assert_eq!(mask_url("redis://pw@h:1/2"), "redis://****@h:1/2");
-        assert_eq!(mask_url("redis://h:1/2"), "redis://h:1/2");
-        assert_eq!(mask_url("not a url pw"), "<unparsable URL>");
-    }
-}
-
 #[async_trait]
 impl Storage for RedisStorage {
     fn mode(&self) -> StorageMode {
@@ -629,5 +616,18 @@ impl SharedState for RedisStorage {
             .await
             .map_err(|e| err("SET init", e))?;
         Ok(set.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_masked() {
+        use super::mask_url;
+        assert_eq!(mask_url("redis://u:pw@h:1/2"), "redis://u:****@h:1/2");
+        assert_eq!(mask_url("redis://:pw@h:1/2"), "redis://:****@h:1/2");
+        assert_eq!(mask_url("redis://pw@h:1/2"), "redis://****@h:1/2");
+        assert_eq!(mask_url("redis://h:1/2"), "redis://h:1/2");
+        assert_eq!(mask_url("not a url pw"), "<unparsable URL>");
     }
 }

@@ -87,11 +87,10 @@ impl ProxyPool {
                     e.ewma_us.store((ms * 1000.0) as u64, Relaxed);
                 }
             }
-            G_META => {
-                if self.opts.configured_source(&e.url).is_none() {
-                    if let Some(s) = r.source.as_deref().and_then(parse_source) {
-                        e.source.store(super::source_code(s), Relaxed);
-                    }
+            // Configured proxies keep the source the settings give them.
+            G_META if self.opts.configured_source(&e.url).is_none() => {
+                if let Some(s) = r.source.as_deref().and_then(parse_source) {
+                    e.source.store(super::source_code(s), Relaxed);
                 }
             }
             _ => {}
