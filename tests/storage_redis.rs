@@ -202,8 +202,11 @@ async fn concurrent_first_requests_on_two_instances_end_with_one_binding() {
         let gw = if i % 2 == 0 { &a } else { &b };
         calls.push(gw.chat(hello()).send());
     }
+    let mut first = std::collections::HashSet::new();
     for r in futures_util::future::join_all(calls).await {
-        assert_eq!(r.unwrap().status(), 200);
+        let r = r.unwrap();
+        assert_eq!(r.status(), 200);
+        first.insert(peer(&r));
     }
     let one = eventually(Duration::from_secs(5), "one binding on both", || async {
         let (x, y) = (
@@ -220,6 +223,14 @@ async fn concurrent_first_requests_on_two_instances_end_with_one_binding() {
         *peers.entry(peer(&r)).or_insert(0) += 1;
     }
     assert_eq!(peers.len(), 1, "{peers:?} for binding {one}");
+    // Both first choices were used: the two instances raced, and one of them lost its claim in Redis and
+    // adopted the winner's binding (not just converged to whichever wrote last).
+    assert_eq!(first.len(), 2, "no race happened: {first:?}");
+    let lost = [&a, &b]
+        .iter()
+        .filter(|gw| gw.logs().contains("binding claimed by another instance"))
+        .count();
+    assert_eq!(lost, 1, "exactly one instance must lose the claim");
 }
 
 #[tokio::test]
