@@ -28,6 +28,15 @@ pub enum SessionCheck {
     Valid,
     Unknown,
     Expired,
+    /// Shared mode: the store cannot be asked right now.
+    Unavailable,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginError {
+    BadCredentials,
+    /// Shared mode: the session could not be stored.
+    Unavailable,
 }
 
 pub struct Sessions {
@@ -45,7 +54,11 @@ struct Failures {
 
 impl Sessions {
     pub async fn load(storage: Arc<dyn Storage>) -> Result<Sessions, StorageError> {
-        let records = storage.load_sessions().await?;
+        let records = if storage.shared().is_some() {
+            Vec::new()
+        } else {
+            storage.load_sessions().await?
+        };
         Ok(Sessions {
             by_hash: Mutex::new(
                 records
@@ -58,8 +71,18 @@ impl Sessions {
         })
     }
 
-    /// Seconds the client must wait before trying again, if it is locked out.
-    pub fn locked_out(&self, ip: IpAddr) -> Option<u64> {
+    /// Seconds the client must wait before trying again, if it is locked out. Shared mode asks the store
+    /// (failure counts are shared); a store error does not lock anyone out.
+    pub async fn locked_out(&self, ip: IpAddr) -> Option<u64> {
+        if let Some(shared) = self.storage.shared() {
+            return match shared.login_lock_left(&ip.to_string()).await {
+                Ok(left) => left.map(|d| d.as_secs().max(1)),
+                Err(e) => {
+                    tracing::error!(error = %e, "login throttle lookup failed");
+                    None
+                }
+            };
+        }
         let f = self.failures.lock();
         let until = f.get(&ip)?.locked_until?;
         let left = until.checked_duration_since(Instant::now())?;
@@ -74,19 +97,50 @@ impl Sessions {
         password: &str,
         want_user: &str,
         want_password: &str,
-    ) -> Result<String, ()> {
+    ) -> Result<String, LoginError> {
         // Both comparisons always run so timing does not tell which one failed.
         let user_ok = constant_time_eq(username, want_user);
         let pass_ok = constant_time_eq(password, want_password);
         if !(user_ok && pass_ok) {
-            self.record_failure(ip);
-            return Err(());
+            match self.storage.shared() {
+                Some(shared) => {
+                    match shared
+                        .login_failed(&ip.to_string(), MAX_FAILURES, FAILURE_WINDOW, LOCKOUT)
+                        .await
+                    {
+                        Ok(true) => {
+                            tracing::warn!(client = %ip, "too many failed admin logins; client locked out for a minute")
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(error = %e, "recording a failed login failed"),
+                    }
+                }
+                None => self.record_failure(ip),
+            }
+            return Err(LoginError::BadCredentials);
         }
-        self.failures.lock().remove(&ip);
         let mut raw = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut raw);
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         let expires = now_ms() + SESSION_TTL.as_millis() as i64;
+        if let Some(shared) = self.storage.shared() {
+            let rec = SessionRecord {
+                token_hash: sha256_hex(token.as_bytes()),
+                expires_at_ms: expires,
+            };
+            let stored = async {
+                shared.login_succeeded(&ip.to_string()).await?;
+                shared.put_session(&rec).await
+            };
+            return match stored.await {
+                Ok(()) => Ok(token),
+                Err(e) => {
+                    tracing::error!(error = %e, "storing an admin session failed");
+                    Err(LoginError::Unavailable)
+                }
+            };
+        }
+        self.failures.lock().remove(&ip);
         {
             let mut map = self.by_hash.lock();
             let now = now_ms();
@@ -127,8 +181,21 @@ impl Sessions {
         }
     }
 
-    pub fn check(&self, token: &str) -> SessionCheck {
+    /// Shared mode asks the store every time (admin calls only), so a logout on one instance ends the
+    /// session on all of them.
+    pub async fn check(&self, token: &str) -> SessionCheck {
         let hash = sha256_hex(token.as_bytes());
+        if let Some(shared) = self.storage.shared() {
+            return match shared.session_expiry(&hash).await {
+                Ok(None) => SessionCheck::Unknown,
+                Ok(Some(exp)) if exp <= now_ms() => SessionCheck::Expired,
+                Ok(Some(_)) => SessionCheck::Valid,
+                Err(e) => {
+                    tracing::error!(error = %e, "session lookup failed");
+                    SessionCheck::Unavailable
+                }
+            };
+        }
         let map = self.by_hash.lock();
         match map.get(&hash) {
             None => SessionCheck::Unknown,
@@ -138,6 +205,12 @@ impl Sessions {
     }
 
     pub async fn logout(&self, token: &str) -> bool {
+        if let Some(shared) = self.storage.shared() {
+            return shared
+                .delete_session(&sha256_hex(token.as_bytes()))
+                .await
+                .is_ok();
+        }
         let removed = self
             .by_hash
             .lock()
@@ -179,20 +252,20 @@ mod tests {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let token = s.login(ip, "admin", "pw", "admin", "pw").await.unwrap();
         assert_eq!(token.len(), 43);
-        assert_eq!(s.check(&token), SessionCheck::Valid);
-        assert_eq!(s.check("nope"), SessionCheck::Unknown);
+        assert_eq!(s.check(&token).await, SessionCheck::Valid);
+        assert_eq!(s.check("nope").await, SessionCheck::Unknown);
         // Survives a restart, and the file holds only the hash.
         let again = Sessions::load(storage.clone()).await.unwrap();
-        assert_eq!(again.check(&token), SessionCheck::Valid);
+        assert_eq!(again.check(&token).await, SessionCheck::Valid);
         let file = std::fs::read_to_string(dir.path().join("admin_sessions.json")).unwrap();
         assert!(!file.contains(&token));
         assert!(s.logout(&token).await);
-        assert_eq!(s.check(&token), SessionCheck::Unknown);
+        assert_eq!(s.check(&token).await, SessionCheck::Unknown);
 
         for _ in 0..MAX_FAILURES {
-            assert!(s.locked_out(ip).is_none());
+            assert!(s.locked_out(ip).await.is_none());
             assert!(s.login(ip, "admin", "bad", "admin", "pw").await.is_err());
         }
-        assert!(s.locked_out(ip).is_some());
+        assert!(s.locked_out(ip).await.is_some());
     }
 }

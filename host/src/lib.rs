@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod secret;
 pub mod server;
 pub mod storage;
+pub mod sync;
 pub mod telemetry;
 pub mod tokens;
 pub mod upstream;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use grok2api::config::{Settings, Startup};
-use grok2api::storage::{FileStorage, Storage, TokenFile};
+use grok2api::storage::{FileStorage, Storage, StorageError, TokenFile};
 use grok2api::tokens::{TokenKind, TokenPool};
 use tracing_subscriber::EnvFilter;
 
@@ -44,6 +44,19 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Copy all state (tokens, proxies, bindings, sessions, call log) from the configured store
+    /// (STORAGE_MODE, DATABASE_URL) to files in a directory.
+    Export {
+        /// Directory to write (default: the data directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Replace all state in the configured store with the files of a directory.
+    Import {
+        /// Directory to read (default: the data directory).
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +85,8 @@ fn main() -> ExitCode {
         Command::Tokens {
             command: TokensCommand::Import { file, token_type },
         } => import_tokens(&env, &file, &token_type),
+        Command::Export { out } => transfer(&env, out, true),
+        Command::Import { from } => transfer(&env, from, false),
     }
 }
 
@@ -117,7 +132,12 @@ fn serve(env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
             Err(e) => {
                 tracing::error!("{e}");
                 eprintln!("grok2api: {e}");
-                ExitCode::from(1)
+                match e {
+                    grok2api::server::ServerError::Storage(StorageError::Config(_)) => {
+                        ExitCode::from(2)
+                    }
+                    _ => ExitCode::from(1),
+                }
             }
         }
     })
@@ -211,12 +231,9 @@ fn import_tokens(
         }
     };
     rt.block_on(async move {
-        let storage: Arc<dyn Storage> = match FileStorage::new(&startup.data_dir) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                eprintln!("grok2api: {e}");
-                return ExitCode::from(1);
-            }
+        let storage = match open_store(&startup).await {
+            Ok(s) => s,
+            Err(code) => return code,
         };
         let pool = match TokenPool::load(storage).await {
             Ok(p) => p,
@@ -240,6 +257,83 @@ fn import_tokens(
             pool.len()
         );
         ExitCode::SUCCESS
+    })
+}
+
+async fn open_store(startup: &Startup) -> Result<Arc<dyn Storage>, ExitCode> {
+    grok2api::storage::open(
+        startup.storage_mode,
+        startup.database_url.as_ref().map(|u| u.expose()),
+        &startup.data_dir,
+        startup.settings.global.log_max_count,
+    )
+    .await
+    .map_err(|e| {
+        eprintln!("grok2api: {e}");
+        match e {
+            StorageError::Config(_) => ExitCode::from(2),
+            _ => ExitCode::from(1),
+        }
+    })
+}
+
+/// `export` (store → directory) and `import` (directory → store).
+fn transfer(env: &dyn Fn(&str) -> Option<String>, dir: Option<PathBuf>, export: bool) -> ExitCode {
+    let startup = match load(env) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let dir = dir.unwrap_or_else(|| startup.data_dir.clone());
+    if startup.storage_mode == grok2api::config::StorageMode::File && dir == startup.data_dir {
+        eprintln!(
+            "grok2api: STORAGE_MODE=file already keeps its state in {}; name another directory",
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    let rt = match runtime(Some(1)) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("grok2api: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        if !export && !dir.is_dir() {
+            eprintln!("grok2api: {} is not a directory", dir.display());
+            return ExitCode::from(2);
+        }
+        let files: Arc<dyn Storage> = match FileStorage::new(&dir) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                eprintln!("grok2api: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let store = match open_store(&startup).await {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let (from, to) = if export {
+            (store.as_ref(), files.as_ref())
+        } else {
+            (files.as_ref(), store.as_ref())
+        };
+        match grok2api::storage::transfer::copy_all(from, to).await {
+            Ok(n) => {
+                let verb = if export {
+                    "exported to"
+                } else {
+                    "imported from"
+                };
+                println!("{verb} {}: {n}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("grok2api: {e}");
+                ExitCode::from(1)
+            }
+        }
     })
 }
 

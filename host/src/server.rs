@@ -10,7 +10,7 @@ use thiserror::Error;
 use crate::api::{router, AppInner, AppState};
 use crate::auth::Sessions;
 use crate::calllog::{CallLog, CallLogOptions};
-use crate::config::{Startup, StorageMode};
+use crate::config::Startup;
 use crate::proxy::{PoolOptions, ProxyPool};
 use crate::storage::{FileStorage, Storage, StorageError};
 use crate::tokens::TokenPool;
@@ -20,8 +20,6 @@ use crate::upstream::{Forwarder, UpstreamConfig};
 pub enum ServerError {
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
-    #[error("STORAGE_MODE={0} is not available in this build yet; use `file`")]
-    StorageModeUnavailable(&'static str),
     #[error("egress: {0}")]
     Proxy(#[from] crate::proxy::ProxyError),
     #[error("plugins: {0}")]
@@ -44,10 +42,21 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let settings = Arc::new(startup.settings.clone());
     let metrics = crate::telemetry::install();
-    let storage: Arc<dyn Storage> = match startup.storage_mode {
-        StorageMode::File => Arc::new(FileStorage::new(&startup.data_dir)?),
-        other => return Err(ServerError::StorageModeUnavailable(other.as_str())),
-    };
+    let storage: Arc<dyn Storage> = crate::storage::open(
+        startup.storage_mode,
+        startup.database_url.as_ref().map(|u| u.expose()),
+        &startup.data_dir,
+        settings.global.log_max_count,
+    )
+    .await?;
+    if let Some(shared) = storage.shared() {
+        // Disaster recovery: an empty shared store starts from the snapshot under `data/`.
+        if shared.claim_first_start().await? {
+            let files = FileStorage::new(&startup.data_dir)?;
+            let copied = crate::storage::transfer::copy_all(&files, storage.as_ref()).await?;
+            tracing::info!(%copied, dir = %startup.data_dir.display(), "empty shared store: imported the data directory");
+        }
+    }
 
     let tokens = Arc::new(TokenPool::load(storage.clone()).await?);
     let sessions = Sessions::load(storage.clone()).await?;
@@ -60,6 +69,11 @@ pub async fn run(
         proxies
             .load_state(&move |key: &str| tokens.find(key).map(|t| t.id.clone()))
             .await?;
+    }
+    if storage.shared().is_some() {
+        // Sets the merge bases, so the first push writes only real changes.
+        tokens.pull_shared().await?;
+        proxies.pull_shared().await?;
     }
     let calllog = CallLog::start(
         storage.clone(),
@@ -117,6 +131,14 @@ pub async fn run(
     )];
     background
         .extend(proxies.spawn_background(settings.global.batch_save_every(), stop_rx.clone()));
+    if storage.shared().is_some() {
+        background.push(tokio::spawn(crate::sync::run(
+            storage.clone(),
+            tokens.clone(),
+            proxies.clone(),
+            stop_rx.clone(),
+        )));
+    }
 
     let addr = format!("{}:{}", settings.global.host, settings.global.port);
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod proxies;
+pub mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

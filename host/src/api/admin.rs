@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::error::{admin_failure, ApiError};
 use super::AppState;
-use crate::auth::SessionCheck;
+use crate::auth::{LoginError, SessionCheck};
 use crate::tokens::{Token, TokenKind, TokenStatus};
 use crate::util::now_ms;
 
@@ -60,8 +60,15 @@ pub(super) async fn require_session(
     let Some(token) = bearer(&req) else {
         return ApiError::unauthorized("UNAUTHORIZED", "未授权访问").into_response();
     };
-    match state.sessions.check(token) {
+    match state.sessions.check(token).await {
         SessionCheck::Valid => next.run(req).await,
+        SessionCheck::Unavailable => ApiError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "STORAGE_UNAVAILABLE",
+            "shared storage is unavailable; try again",
+        )
+        .into_response(),
         SessionCheck::Unknown => {
             ApiError::unauthorized("SESSION_INVALID", "会话无效").into_response()
         }
@@ -83,7 +90,7 @@ async fn login(
     Body(body): Body<LoginBody>,
 ) -> Response {
     let ip = addr.ip();
-    if let Some(wait) = state.sessions.locked_out(ip) {
+    if let Some(wait) = state.sessions.locked_out(ip).await {
         return ApiError::new(
             http::StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
@@ -108,8 +115,17 @@ async fn login(
         Ok(token) => {
             Json(json!({"success": true, "token": token, "message": "登录成功"})).into_response()
         }
-        Err(()) => Json(json!({"success": false, "token": null, "message": "用户名或密码错误"}))
-            .into_response(),
+        Err(LoginError::BadCredentials) => {
+            Json(json!({"success": false, "token": null, "message": "用户名或密码错误"}))
+                .into_response()
+        }
+        Err(LoginError::Unavailable) => ApiError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "STORAGE_UNAVAILABLE",
+            "shared storage is unavailable; try again",
+        )
+        .into_response(),
     }
 }
 

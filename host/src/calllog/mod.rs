@@ -22,6 +22,10 @@ pub use store::{LogFilter, LogStats, LogStore};
 
 /// Entries waiting for the writer; beyond this they are dropped and counted.
 pub const QUEUE_CAPACITY: usize = 16_384;
+/// Shared mode: entries waiting for the store while it is away; beyond this the oldest are dropped and counted.
+pub const PENDING_MAX: usize = 200_000;
+/// Shared mode: how often the shared log is written to and tailed (at most).
+const SHARED_TICK: Duration = Duration::from_millis(500);
 /// Journal entries after which the writer compacts.
 const COMPACT_AFTER: usize = 20_000;
 const COMPACT_EVERY: Duration = Duration::from_secs(600);
@@ -161,7 +165,13 @@ impl CallLog {
         tokens: &TokenPool,
         opts: CallLogOptions,
     ) -> Result<CallLog, StorageError> {
-        let loaded = storage.load_call_logs().await?;
+        let shared = storage.shared().is_some();
+        // Shared mode: the writer tails the shared log into the store, starting from its beginning.
+        let loaded = if shared {
+            Vec::new()
+        } else {
+            storage.load_call_logs().await?
+        };
         let mut store = LogStore::new(opts.max_count);
         for mut e in loaded {
             if let Some(full) = e.sso_full.take().filter(|s| !s.is_empty()) {
@@ -198,7 +208,13 @@ impl CallLog {
             pending: Vec::new(),
             journaled: 0,
             last_compaction: Instant::now(),
-            flush_interval: opts.flush_interval,
+            flush_interval: if shared {
+                opts.flush_interval.min(SHARED_TICK)
+            } else {
+                opts.flush_interval
+            },
+            shared,
+            cursor: Default::default(),
         };
         // Fold what was loaded (journal, Grok2API secrets to scrub, entries past retention) into one clean file.
         let initial_compaction = !writer.store.read().is_empty();
@@ -269,6 +285,10 @@ struct Writer {
     journaled: usize,
     last_compaction: Instant,
     flush_interval: Duration,
+    /// Shared mode: entries go to the shared log only and come back into `store` by tailing it, so every
+    /// instance holds the log of all of them.
+    shared: bool,
+    cursor: crate::storage::shared::LogCursor,
 }
 
 impl Writer {
@@ -289,6 +309,16 @@ impl Writer {
                 }
                 _ = tick.tick() => self.flush().await,
                 c = self.control.recv() => match c {
+                    Some(Control::KeepNewest(keep, reply)) if self.shared => {
+                        self.drain_queue(&mut buf);
+                        self.flush().await;
+                        let r = match self.storage.shared() {
+                            Some(s) => s.trim_log(keep).await,
+                            None => Ok(0),
+                        };
+                        self.tail().await;
+                        let _ = reply.send(r);
+                    }
                     Some(Control::KeepNewest(keep, reply)) => {
                         self.drain_queue(&mut buf);
                         let deleted = self.store.write().keep_newest(keep);
@@ -314,6 +344,21 @@ impl Writer {
             .drain(..)
             .map(|f| Arc::new(f.record.into_entry(f.elapsed)))
             .collect();
+        if self.shared {
+            self.pending.extend(entries);
+            let excess = self.pending.len().saturating_sub(PENDING_MAX);
+            if excess > 0 {
+                self.pending.drain(..excess);
+                self.counters
+                    .dropped
+                    .fetch_add(excess as u64, Ordering::Relaxed);
+                tracing::error!(
+                    dropped = excess,
+                    "call-log buffer full while the shared store is away; oldest entries dropped"
+                );
+            }
+            return;
+        }
         let mut store = self.store.write();
         for e in entries {
             store.insert(e.clone());
@@ -329,12 +374,22 @@ impl Writer {
     }
 
     async fn flush(&mut self) {
+        if self.shared {
+            self.append().await;
+            self.tail().await;
+            return;
+        }
         let due = self.journaled >= COMPACT_AFTER
             || (self.journaled > 0 && self.last_compaction.elapsed() >= COMPACT_EVERY);
         if due {
             let _ = self.compact().await;
             return;
         }
+        self.append().await;
+    }
+
+    /// Appends the pending entries; on failure they stay pending (bounded) for the next attempt.
+    async fn append(&mut self) {
         if self.pending.is_empty() {
             return;
         }
@@ -353,7 +408,48 @@ impl Writer {
         }
     }
 
+    /// Shared mode: reads what any instance appended since the cursor into the local store.
+    async fn tail(&mut self) {
+        let Some(shared) = self.storage.shared() else {
+            return;
+        };
+        loop {
+            match shared.tail_log(&self.cursor, 5000).await {
+                Ok(t) => {
+                    let n = t.entries.len();
+                    let mut store = self.store.write();
+                    if t.reset {
+                        store.keep_newest(0);
+                    }
+                    for e in t.entries {
+                        store.insert(Arc::new(e));
+                    }
+                    drop(store);
+                    self.cursor = t.cursor;
+                    if n < 5000 {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the shared call log failed; will retry");
+                    return;
+                }
+            }
+        }
+    }
+
     async fn compact(&mut self) -> Result<(), StorageError> {
+        if self.shared {
+            // No rewrite of a shared log: it is trimmed by the store. Only what is pending goes out.
+            self.append().await;
+            return if self.pending.is_empty() {
+                Ok(())
+            } else {
+                Err(StorageError::Backend(
+                    "call-log entries still pending".into(),
+                ))
+            };
+        }
         let all = self.store.read().all();
         match self.storage.replace_call_logs(all).await {
             Ok(()) => {

@@ -27,6 +27,8 @@ use crate::hooks::{Candidate, PoolParser, ProxySelector, ProxySource, SelectRequ
 use crate::storage::{ProxyRecord, ProxyStateFile, Storage, StorageError};
 use crate::util::now_ms;
 
+mod shared;
+
 const SHARDS: usize = 16;
 /// Weight of a new latency sample in the moving average.
 const EWMA_NEW: u64 = 1;
@@ -466,7 +468,10 @@ pub struct ProxyPool {
     pub(crate) parser: ArcSwapOption<ParserSlot>,
     version: AtomicU64,
     saved_version: AtomicU64,
-    save_lock: tokio::sync::Mutex<()>,
+    /// Serialises saves; holds the shared-mode merge base (empty in file mode).
+    save_lock: tokio::sync::Mutex<shared::Base>,
+    /// Woken on a new binding so shared mode claims it at once rather than at the next tick.
+    pub(crate) sync_wake: tokio::sync::Notify,
     storage: Arc<dyn Storage>,
     pub(crate) fetch: source::FetchState,
 }
@@ -487,7 +492,8 @@ impl ProxyPool {
             parser: ArcSwapOption::empty(),
             version: AtomicU64::new(0),
             saved_version: AtomicU64::new(0),
-            save_lock: tokio::sync::Mutex::new(()),
+            save_lock: tokio::sync::Mutex::new(shared::Base::default()),
+            sync_wake: tokio::sync::Notify::new(),
             storage,
             fetch: source::FetchState::default(),
             opts,
@@ -681,6 +687,7 @@ impl ProxyPool {
                 self.bindings.unbind_if(token, &e);
             }
             self.mark_dirty();
+            self.sync_wake.notify_one();
         }
         Some(e)
     }
@@ -1112,6 +1119,9 @@ impl ProxyPool {
     /// Saves when something changed since the last save. The version is read before the snapshot, so a change
     /// made during the save is saved next time.
     pub async fn save_if_dirty(&self) -> Result<bool, StorageError> {
+        if self.storage.shared().is_some() {
+            return self.push_shared().await;
+        }
         let _g = self.save_lock.lock().await;
         let version = self.version.load(Acquire);
         if version == self.saved_version.load(Acquire) {

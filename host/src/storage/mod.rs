@@ -1,8 +1,12 @@
-//! Persistence behind one trait. The file backend is embedded; Redis and MySQL arrive later behind the same
-//! trait. Storage knows the persisted shapes and nothing of HTTP, plugins or the request path.
+//! Persistence behind one trait. The file backend is embedded; Redis is the shared backend (several gateway
+//! instances on one store, see `shared.rs`). Storage knows the persisted shapes and nothing of HTTP, plugins
+//! or the request path.
 
 mod file;
 pub mod proxy_state;
+pub mod redis;
+pub mod shared;
+pub mod transfer;
 pub mod types;
 
 use std::sync::Arc;
@@ -30,11 +34,49 @@ pub enum StorageError {
     },
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The shared store answered with an error or could not be reached while running.
+    #[error("{0}")]
+    Backend(String),
+    /// Bad `DATABASE_URL` or mode (start-up).
+    #[error("{0}")]
+    Config(String),
+    /// The shared store cannot be reached at start-up.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// Opens the store `STORAGE_MODE` names. Errors name the URL with its password masked.
+pub async fn open(
+    mode: StorageMode,
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+    log_max: usize,
+) -> Result<Arc<dyn Storage>, StorageError> {
+    match mode {
+        StorageMode::File => Ok(Arc::new(FileStorage::new(data_dir)?)),
+        StorageMode::Redis => {
+            let url = database_url.ok_or_else(|| {
+                StorageError::Config(
+                    "STORAGE_MODE=redis needs DATABASE_URL (redis://[user:pass@]host:port/db)"
+                        .into(),
+                )
+            })?;
+            Ok(Arc::new(redis::RedisStorage::connect(url, log_max).await?))
+        }
+        StorageMode::Mysql => Err(StorageError::Config(
+            "STORAGE_MODE=mysql is not available in this build yet; use `file` or `redis`".into(),
+        )),
+    }
 }
 
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     fn mode(&self) -> StorageMode;
+
+    /// The shared-state operations, for backends several instances share (`None`: file).
+    fn shared(&self) -> Option<&dyn shared::SharedState> {
+        None
+    }
 
     /// The token pool. An unreadable store is set aside (never overwritten) and an empty pool returned.
     async fn load_tokens(&self) -> Result<TokenFile, StorageError>;

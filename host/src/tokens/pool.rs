@@ -10,6 +10,8 @@ use crate::secret::Secret;
 use crate::storage::{Storage, StorageError, TokenFile, TokenRecord};
 use crate::util::{now_ms, sha256_hex};
 
+mod shared;
+
 /// Failures in a row (401/403) after which a token is expired.
 pub const MAX_AUTH_FAILURES: u32 = 3;
 const COOLDOWN_BASE: Duration = Duration::from_secs(5);
@@ -319,8 +321,9 @@ pub struct TokenPool {
     next: AtomicUsize,
     shared: Arc<PoolShared>,
     saved_version: AtomicU64,
-    /// Serialises admin edits (copy-on-write of the snapshot) and saves; never taken by requests.
-    edit: tokio::sync::Mutex<()>,
+    /// Serialises admin edits (copy-on-write of the snapshot) and saves; never taken by requests. Holds the
+    /// shared-mode merge base (empty in file mode).
+    edit: tokio::sync::Mutex<shared::Base>,
     storage: Arc<dyn Storage>,
 }
 
@@ -354,7 +357,7 @@ impl TokenPool {
                 version: AtomicU64::new(0),
             }),
             saved_version: AtomicU64::new(0),
-            edit: tokio::sync::Mutex::new(()),
+            edit: tokio::sync::Mutex::new(shared::Base::default()),
             storage,
         })
     }
@@ -533,6 +536,9 @@ impl TokenPool {
     /// Saves when something changed since the last save. The version is read before the snapshot, so a change
     /// made during the save leaves the pool dirty for the next one instead of being lost.
     pub async fn save_if_dirty(&self) -> Result<bool, StorageError> {
+        if self.storage.shared().is_some() {
+            return self.push_shared().await;
+        }
         let _g = self.edit.lock().await;
         let version = self.shared.version.load(Ordering::Acquire);
         if version == self.saved_version.load(Ordering::Acquire) {
