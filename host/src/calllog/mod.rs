@@ -240,6 +240,11 @@ impl CallLog {
         }
     }
 
+    /// Whether entries are kept: when not, answers need not be scanned for media and usage.
+    pub fn enabled(&self) -> bool {
+        !self.disabled
+    }
+
     pub fn store(&self) -> &Arc<RwLock<LogStore>> {
         &self.store
     }

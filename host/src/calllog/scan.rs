@@ -28,7 +28,6 @@ struct Usage {
 struct Answer {
     #[serde(default)]
     choices: Vec<Choice>,
-    error: Option<serde_json::Value>,
     #[serde(default)]
     data: Vec<ImageData>,
     usage: Option<Usage>,
@@ -37,8 +36,6 @@ struct Answer {
 #[derive(Deserialize)]
 struct Choice {
     message: Option<Message>,
-    delta: Option<Message>,
-    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +130,32 @@ pub fn markdown_images(s: &str) -> Vec<&str> {
     out
 }
 
+/// One SSE event, read with borrowed strings: a stream has many, so no `Value` trees are built.
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<EventChoice<'a>>,
+    usage: Option<Usage>,
+    #[serde(borrow)]
+    error: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EventChoice<'a> {
+    #[serde(borrow)]
+    delta: Option<EventContent<'a>>,
+    #[serde(borrow)]
+    message: Option<EventContent<'a>>,
+    #[serde(borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct EventContent<'a> {
+    #[serde(borrow)]
+    content: Option<&'a serde_json::value::RawValue>,
+}
+
 /// Scans an SSE stream as it passes: splits events across chunk boundaries, collects the streamed text and
 /// the usage chunk, and finds image links at the end (a link may be split over several deltas).
 #[derive(Default)]
@@ -174,32 +197,35 @@ impl SseScanner {
         if data.is_empty() {
             return;
         }
-        let Ok(a) = serde_json::from_slice::<Answer>(data) else {
+        let Ok(ev) = serde_json::from_slice::<Event>(data) else {
             return;
         };
-        self.findings.take_usage(a.usage);
-        if let Some(err) = a.error {
-            let msg = err
+        self.findings.take_usage(ev.usage);
+        if let Some(err) = ev.error {
+            let v: serde_json::Value = serde_json::from_str(err.get()).unwrap_or_default();
+            let msg = v
                 .get("message")
                 .and_then(|m| m.as_str())
                 .map(str::to_string)
-                .unwrap_or_else(|| err.to_string());
+                .unwrap_or_else(|| v.to_string());
             self.findings.stream_error = Some(msg.chars().take(300).collect());
         }
-        for c in a.choices {
+        for c in ev.choices {
             if c.finish_reason.is_some() {
                 self.findings.stream_complete = true;
             }
-            let Some(content) = c.delta.or(c.message).and_then(|m| m.content) else {
+            let Some(raw) = c.delta.or(c.message).and_then(|m| m.content) else {
                 continue;
             };
-            match &content {
-                serde_json::Value::String(s) => {
+            if raw.get().starts_with('"') {
+                // Text: kept (bounded) to look for image links that span several deltas.
+                if let Ok(text) = serde_json::from_str::<std::borrow::Cow<str>>(raw.get()) {
                     if self.text.len() < MAX_SCANNED_TEXT {
-                        self.text.push_str(s);
+                        self.text.push_str(&text);
                     }
                 }
-                other => scan_content(other, &mut self.findings, &mut self.text),
+            } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(raw.get()) {
+                scan_content(&v, &mut self.findings, &mut self.text);
             }
         }
     }

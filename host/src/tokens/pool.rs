@@ -80,6 +80,7 @@ pub struct Token {
     /// Stable public id: the first 12 hex chars of the secret's SHA-256.
     pub id: String,
     secret: Secret,
+    masked: String,
     pub kind: TokenKind,
     pub created_time: Option<i64>,
     remaining_queries: AtomicI64,
@@ -102,6 +103,7 @@ impl Token {
     fn from_record(secret: String, kind: TokenKind, r: TokenRecord) -> Token {
         Token {
             id: token_id(&secret),
+            masked: crate::secret::mask(&secret),
             secret: Secret::new(secret),
             kind,
             created_time: r.created_time,
@@ -151,8 +153,9 @@ impl Token {
     pub fn secret(&self) -> &Secret {
         &self.secret
     }
+    /// The masked form, computed once: every request's log record carries it.
     pub fn masked(&self) -> String {
-        self.secret.masked()
+        self.masked.clone()
     }
     pub fn is_expired(&self) -> bool {
         self.expired.load(Ordering::Relaxed)

@@ -38,7 +38,18 @@ pub struct TimedBody {
     _lease: TokenLease,
     /// The whole stream counts as time waiting on the upstream.
     streaming_since: std::time::Instant,
+    /// How the upstream ended while chunks were being joined; acted on at the next poll.
+    deferred: Option<Deferred>,
 }
+
+enum Deferred {
+    End,
+    Error(String),
+}
+
+/// Chunks already waiting are joined into one frame up to this size: one write (and one wakeup of the
+/// client's side) instead of one per upstream chunk, with no added delay.
+const COALESCE_MAX: usize = 64 * 1024;
 
 impl TimedBody {
     pub fn new(
@@ -64,6 +75,7 @@ impl TimedBody {
             scanner: sse.then(SseScanner::default),
             _lease: lease,
             streaming_since: std::time::Instant::now(),
+            deferred: None,
         }
     }
 
@@ -117,8 +129,38 @@ impl Stream for TimedBody {
         if this.done {
             return Poll::Ready(None);
         }
+        match this.deferred.take() {
+            Some(Deferred::End) => {
+                this.done = true;
+                this.finish(true, "");
+                return Poll::Ready(None);
+            }
+            Some(Deferred::Error(msg)) => return this.fail("upstream_stream_error", &msg),
+            None => {}
+        }
         match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
+            Poll::Ready(Some(Ok(first))) => {
+                let mut joined: Option<bytes::BytesMut> = None;
+                while joined.as_ref().map_or(first.len(), |b| b.len()) < COALESCE_MAX {
+                    match this.inner.as_mut().poll_next(cx) {
+                        Poll::Ready(Some(Ok(more))) => joined
+                            .get_or_insert_with(|| bytes::BytesMut::from(&first[..]))
+                            .extend_from_slice(&more),
+                        Poll::Ready(Some(Err(e))) => {
+                            this.deferred = Some(Deferred::Error(format!(
+                                "upstream error mid-stream: {}",
+                                super::error_chain(&e)
+                            )));
+                            break;
+                        }
+                        Poll::Ready(None) => {
+                            this.deferred = Some(Deferred::End);
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                let chunk = joined.map_or(first, |b| b.freeze());
                 let mut next = Instant::now() + this.chunk_timeout;
                 if let Some(total) = this.total_deadline {
                     next = next.min(total);
