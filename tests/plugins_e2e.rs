@@ -407,7 +407,8 @@ async fn hot_swapping_the_selector_under_load_loses_no_request() {
     // Listed but not called: compiles both components once, so every swap below hits the compile cache.
     install(&sandbox, &plugins, "warm-sandbox");
     install(&route, &plugins, "warm-route");
-    // One config for both: the sandbox guest reads `mode` (first candidate: proxy A), model-route reads
+    // A generous per-call deadline: a timed-out call falls back to the built-in, which could pass for the other
+    // plugin's choice. One config for both: the sandbox guest reads `mode` (first candidate: proxy A), model-route reads
     // `routes` (everything to proxy B).
     let gw = GatewayBuilder::new(&mock.base_url())
         .grok(&format!("proxy_urls = {}", toml_list(&[a.url(), b.url()])))
@@ -417,7 +418,7 @@ async fn hot_swapping_the_selector_under_load_loses_no_request() {
         .tokens(&TOKENS)
         .dir(data.path())
         .section(&format!(
-            "[plugins]\nselector = \"sel\"\n[plugins.config.sel]\nmode = \"first\"\n\
+            "[plugins]\nselector = \"sel\"\ntimeout_ms = 1000\n[plugins.config.sel]\nmode = \"first\"\n\
              routes = [{{ model = \"*\", host = \"127.0.0.1:{}\" }}]\n",
             b.port
         ))
@@ -476,10 +477,12 @@ async fn hot_swapping_the_selector_under_load_loses_no_request() {
         let start = Instant::now();
         install(src, &plugins, "sel");
         loop {
-            let (status, p) = send(&gw, "grok-3").await;
-            assert_eq!(status, 200, "swap {i}: {p}");
-            if p == want {
-                break;
+            // A retried request left through whichever proxy had not failed: no evidence either way.
+            if let Some((status, p)) = send_unretried(&gw, "grok-3").await {
+                assert_eq!(status, 200, "swap {i}: {p}");
+                if p == want {
+                    break;
+                }
             }
             assert!(
                 start.elapsed() < Duration::from_secs(1),
@@ -500,7 +503,7 @@ async fn hot_swapping_the_selector_under_load_loses_no_request() {
         l.await.unwrap();
     }
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let failed: Vec<_> = seen.iter().filter(|(s, _)| *s != 200).collect();
     assert!(
         failed.is_empty(),
@@ -527,6 +530,5 @@ async fn hot_swapping_the_selector_under_load_loses_no_request() {
         took[SWAPS / 2],
         took[SWAPS - 1]
     );
-    drop(seen);
     gw.terminate().await;
 }
