@@ -181,7 +181,18 @@ impl Slot {
         };
         inst.arm(self.timeout);
         let start = Instant::now();
-        let r = f(&mut inst);
+        // A host import can panic under a guest: wasmtime-wasi's sync stdio `block_on`s, which panics on a
+        // tokio worker (a guest `panic!` writes its message to stderr). Unwinding crosses the wasm frames
+        // safely; the instance is dropped and the call fails open like a trap.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut inst)))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                Err(HookError::Trap(format!("host call panicked: {msg}")))
+            });
         self.hist.record(start.elapsed());
         self.calls.fetch_add(1, Ordering::Relaxed);
         match r {
