@@ -532,7 +532,8 @@ fn hot_reload_swaps_versions_and_never_takes_a_bad_file() {
     let ll = need!("least-latency");
     let sandbox = need!("tg-sandbox");
     let dir = tempfile::tempdir().unwrap();
-    let r = registry(dir.path(), "selector = \"sel\"\n");
+    // A generous deadline: this test is about swapping, and a 20 ms call can time out on a loaded CI machine.
+    let r = registry(dir.path(), "selector = \"sel\"\ntimeout_ms = 500\n");
     r.load_all();
     assert_eq!(status(&r, "sel").state, State::Missing);
     let _w = Watcher::start(r.clone()).unwrap();

@@ -67,8 +67,13 @@ async fn log_total(gw: &Gateway, session: &str) -> u64 {
         .unwrap()
 }
 
+/// The tests here each run a Redis server and two gateways; run in parallel on two cores they starve each other
+/// into timeouts, so they take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn two_instances_share_tokens_sessions_bindings_proxy_health_and_logs() {
+    let _turn = SERIAL.lock().await;
     if !redis_support::available() || !proxies::available() {
         return;
     }
@@ -167,6 +172,7 @@ async fn two_instances_share_tokens_sessions_bindings_proxy_health_and_logs() {
 
 #[tokio::test]
 async fn concurrent_first_requests_on_two_instances_end_with_one_binding() {
+    let _turn = SERIAL.lock().await;
     if !redis_support::available() || !proxies::available() {
         return;
     }
@@ -235,6 +241,7 @@ async fn concurrent_first_requests_on_two_instances_end_with_one_binding() {
 
 #[tokio::test]
 async fn redis_restart_under_load_loses_no_call_log_entry() {
+    let _turn = SERIAL.lock().await;
     if !redis_support::available() {
         return;
     }
@@ -354,6 +361,7 @@ fn bad_url_or_unreachable_server_stops_with_a_clear_masked_message() {
 
 #[tokio::test]
 async fn export_import_round_trip_converts_secret_keys() {
+    let _turn = SERIAL.lock().await;
     if !redis_support::available() {
         return;
     }
