@@ -691,7 +691,7 @@ async fn gateway_lists_reloads_and_enables_plugins() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
-    // The gateway still serves (the selector is not wired into the proxy pool on this branch yet).
+    // The gateway still serves a chat with the plugin host running (selection through it: plugins_e2e.rs).
     let r = gw
         .chat(
             serde_json::json!({"model": "grok-3", "messages": [{"role": "user", "content": "hi"}]}),
