@@ -5,6 +5,7 @@
 //! Components are looked up in `$GROK2API_PLUGINS_DIR` (default `target/plugins`). A missing one skips the
 //! test, or fails it when `GROK2API_REQUIRE_ALL=1`.
 
+#[macro_use]
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -14,41 +15,8 @@ use grok2api::config::Settings;
 use grok2api::hooks::{Candidate, HookError, ProxySource, SelectRequest, Selection};
 use grok2api::plugins::{CompileSource, Kind, LoadOutcome, Registry, State, Watcher};
 use grok2api::storage::CallLogEntry;
+use support::plugins::install;
 use support::{GatewayBuilder, MockServer};
-
-fn built(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("GROK2API_PLUGINS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
-    let path = dir.join(format!("{name}.wasm"));
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("GROK2API_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!(
-            "{} is missing: run plugins/build.sh (GROK2API_REQUIRE_ALL=1)",
-            path.display()
-        );
-    }
-    eprintln!("SKIP: {} not built (run plugins/build.sh)", path.display());
-    None
-}
-
-macro_rules! need {
-    ($name:expr) => {
-        match built($name) {
-            Some(p) => p,
-            None => return,
-        }
-    };
-}
-
-/// Publishes a plugin the recommended way: a temp file in the same directory, then a rename.
-fn install(src: &Path, dir: &Path, name: &str) {
-    let tmp = dir.join(format!(".{name}.wasm.part"));
-    std::fs::copy(src, &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
-}
 
 fn registry(dir: &Path, plugins_toml: &str) -> Registry {
     let text = format!("[plugins]\ndir = \"{}\"\n{plugins_toml}", dir.display());

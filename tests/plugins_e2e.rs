@@ -5,50 +5,18 @@
 //! Components are looked up in `$GROK2API_PLUGINS_DIR` (default `target/plugins`); a missing component or
 //! proxy binary skips a test, or fails it when `GROK2API_REQUIRE_ALL=1`.
 
+#[macro_use]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::plugins::install;
 use support::proxies::{self, ForwardProxy, Kind};
 use support::*;
-
-fn built(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("GROK2API_PLUGINS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
-    let path = dir.join(format!("{name}.wasm"));
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("GROK2API_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!(
-            "{} is missing: run plugins/build.sh (GROK2API_REQUIRE_ALL=1)",
-            path.display()
-        );
-    }
-    eprintln!("SKIP: {} not built (run plugins/build.sh)", path.display());
-    None
-}
-
-macro_rules! need {
-    ($name:expr) => {
-        match built($name) {
-            Some(p) => p,
-            None => return,
-        }
-    };
-}
-
-/// Publishes a plugin the recommended way: a temp file in the same directory, then a rename.
-fn install(src: &Path, dir: &Path, name: &str) {
-    let tmp = dir.join(format!(".{name}.wasm.part"));
-    std::fs::copy(src, &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
-}
 
 /// A data directory with a `plugins/` directory in it.
 fn data_dir() -> (tempfile::TempDir, PathBuf) {

@@ -1,8 +1,19 @@
 //! Starting and stopping the real `grok2api` binary for end-to-end tests: a private data directory, a free
 //! port, readiness, captured logs and signals.
 
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod plugins;
+
+/// The path of a built component, or return from the test (skip) when it is missing; see `plugins::built`.
+macro_rules! need {
+    ($name:expr) => {
+        match crate::support::plugins::built($name) {
+            Some(p) => p,
+            None => return,
+        }
+    };
+}
 pub mod proxies;
 pub mod redis;
 
