@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::secret::Secret;
@@ -73,12 +73,13 @@ impl StorageMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct GlobalSettings {
     pub host: String,
     pub port: u16,
     pub admin_username: String,
+    #[serde(serialize_with = "crate::secret::serialize_presence")]
     pub admin_password: Secret,
     pub log_level: String,
     /// `human` or `json`.
@@ -96,6 +97,7 @@ pub struct GlobalSettings {
     /// Label request metrics with token ids (cardinality grows with the pool).
     pub metrics_per_token: bool,
     /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
+    #[serde(serialize_with = "crate::secret::serialize_presence")]
     pub metrics_token: Secret,
 }
 
@@ -121,9 +123,10 @@ impl Default for GlobalSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct GrokSettings {
+    #[serde(serialize_with = "crate::secret::serialize_presence")]
     pub api_key: Secret,
     pub base_url: String,
     /// `Header-Name: value` with `{token}` where the pool credential goes.
@@ -193,6 +196,16 @@ pub enum DirectPolicy {
     Deny,
 }
 
+impl Serialize for DirectPolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DirectPolicy::Auto => s.serialize_str("auto"),
+            DirectPolicy::Allow => s.serialize_bool(true),
+            DirectPolicy::Deny => s.serialize_bool(false),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for DirectPolicy {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -214,7 +227,7 @@ impl<'de> Deserialize<'de> for DirectPolicy {
 
 /// `[plugins]`: WASM plugins filling the hooks (see `docs/plugins.md`). A typo in a key is an error, since a
 /// silently ignored `selector` would leave the built-in serving without anyone noticing.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginSettings {
     /// Directory of `NAME.wasm` files; empty means `<DATA_DIR>/plugins`. Relative paths are relative to the
@@ -346,7 +359,7 @@ impl PluginSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Settings {
     pub global: GlobalSettings,
@@ -365,6 +378,7 @@ pub struct Startup {
     pub workers: Option<usize>,
     /// Warnings found while loading; logged once logging is up.
     pub warnings: Vec<String>,
+    pub overrides: EnvOverrides,
 }
 
 /// The parsed form of `grok.auth_header`.
@@ -758,23 +772,8 @@ impl Startup {
             key: key.into(),
             problem,
         };
-        if let Some(v) = env("HOST") {
-            settings.global.host = v;
-        }
-        if let Some(v) = env("PORT") {
-            settings.global.port = v
-                .parse()
-                .map_err(|_| env_err("PORT", format!("`{v}` is not a port number")))?;
-        }
-        if let Some(v) = env("API_KEY") {
-            settings.grok.api_key = Secret::new(v);
-        }
-        if let Some(v) = env("ADMIN_PASSWORD") {
-            settings.global.admin_password = Secret::new(v);
-        }
-        if let Some(v) = env("LOG_LEVEL") {
-            settings.global.log_level = v;
-        }
+        let overrides = EnvOverrides::read(env)?;
+        overrides.apply(&mut settings);
         settings.validate("environment")?;
         let storage_mode = match env("STORAGE_MODE")
             .map(|s| s.trim().to_ascii_lowercase())
@@ -824,7 +823,88 @@ impl Startup {
             database_url,
             workers,
             warnings,
+            overrides,
         })
+    }
+}
+
+/// Settings the environment decides over the file (`HOST`, `PORT`, `API_KEY`, `ADMIN_PASSWORD`, `LOG_LEVEL`).
+/// Kept after start-up so a reloaded file gets the same overrides.
+#[derive(Debug, Clone, Default)]
+pub struct EnvOverrides {
+    host: Option<String>,
+    port: Option<u16>,
+    api_key: Option<Secret>,
+    admin_password: Option<Secret>,
+    log_level: Option<String>,
+}
+
+impl EnvOverrides {
+    pub fn read(env: EnvLookup<'_>) -> Result<EnvOverrides, ConfigError> {
+        let port = match env("PORT") {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| ConfigError::Invalid {
+                origin: "environment".into(),
+                key: "PORT".into(),
+                problem: format!("`{v}` is not a port number"),
+            })?),
+        };
+        Ok(EnvOverrides {
+            host: env("HOST"),
+            port,
+            api_key: env("API_KEY").map(Secret::new),
+            admin_password: env("ADMIN_PASSWORD").map(Secret::new),
+            log_level: env("LOG_LEVEL"),
+        })
+    }
+
+    pub fn apply(&self, s: &mut Settings) {
+        if let Some(v) = &self.host {
+            s.global.host = v.clone();
+        }
+        if let Some(v) = self.port {
+            s.global.port = v;
+        }
+        if let Some(v) = &self.api_key {
+            s.grok.api_key = v.clone();
+        }
+        if let Some(v) = &self.admin_password {
+            s.global.admin_password = v.clone();
+        }
+        if let Some(v) = &self.log_level {
+            s.global.log_level = v.clone();
+        }
+    }
+
+    /// The environment variable deciding `key` (`section.name`), if one is set.
+    pub fn variable_for(&self, key: &str) -> Option<&'static str> {
+        match key {
+            "global.host" if self.host.is_some() => Some("HOST"),
+            "global.port" if self.port.is_some() => Some("PORT"),
+            "grok.api_key" if self.api_key.is_some() => Some("API_KEY"),
+            "global.admin_password" if self.admin_password.is_some() => Some("ADMIN_PASSWORD"),
+            "global.log_level" if self.log_level.is_some() => Some("LOG_LEVEL"),
+            _ => None,
+        }
+    }
+}
+
+/// The running settings, swapped whole when they change. Readers take one `load` (no lock) per use.
+#[derive(Debug)]
+pub struct Live(arc_swap::ArcSwap<Settings>);
+
+impl Live {
+    pub fn new(s: Settings) -> Live {
+        Live(arc_swap::ArcSwap::from_pointee(s))
+    }
+    pub fn load(&self) -> arc_swap::Guard<std::sync::Arc<Settings>> {
+        self.0.load()
+    }
+    pub fn get(&self) -> std::sync::Arc<Settings> {
+        self.0.load_full()
+    }
+    pub fn store(&self, s: std::sync::Arc<Settings>) {
+        self.0.store(s)
     }
 }
 

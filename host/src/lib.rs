@@ -6,6 +6,7 @@ pub mod auth;
 pub mod calllog;
 pub mod config;
 pub mod hooks;
+pub mod live;
 pub mod plugins;
 pub mod proxy;
 pub mod secret;

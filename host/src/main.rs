@@ -117,7 +117,7 @@ fn serve(env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
         Err(code) => return code,
     };
     // Held until exit: dropping it flushes the log lines still queued.
-    let _log_guard = init_logging(
+    let (_log_guard, log_level) = init_logging(
         &startup.settings.global.log_level,
         &startup.settings.global.log_format,
     );
@@ -132,7 +132,7 @@ fn serve(env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
         }
     };
     rt.block_on(async {
-        match grok2api::server::run(startup, shutdown_signal()).await {
+        match grok2api::server::run_with(startup, shutdown_signal(), log_level).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -342,28 +342,52 @@ fn transfer(env: &dyn Fn(&str) -> Option<String>, dir: Option<PathBuf>, export: 
     })
 }
 
-/// Log lines go through a bounded queue to a writer thread, so a request never waits on stdout.
-fn init_logging(level: &str, format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// `global.log_level` as a filter: our names (`WARNING`) mapped to tracing's.
+fn level_filter(level: &str) -> EnvFilter {
     let level = match level.to_ascii_lowercase().as_str() {
         "warning" => "warn".to_string(),
         other => other.to_string(),
     };
+    EnvFilter::new(format!("{level},hyper=warn,reqwest=warn"))
+}
+
+/// Log lines go through a bounded queue to a writer thread, so a request never waits on stdout. The filter sits
+/// in a `reload` layer so `global.log_level` changes apply live (unless RUST_LOG decides).
+fn init_logging(
+    level: &str,
+    format: &str,
+) -> (
+    tracing_appender::non_blocking::WorkerGuard,
+    Option<grok2api::live::LogLevelHook>,
+) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     // RUST_LOG, when set, wins: it allows per-module filters.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hyper=warn,reqwest=warn")));
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| level_filter(level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Colour only for a person at a terminal; files and log collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(writer);
+    let registry = tracing_subscriber::registry().with(filter);
     if format == "json" {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
     }
-    guard
+    let hook: grok2api::live::LogLevelHook = Box::new(move |level: &str| {
+        if fixed {
+            return Err("RUST_LOG is set and decides the log filter".into());
+        }
+        handle
+            .reload(level_filter(level))
+            .map_err(|e| e.to_string())
+    });
+    (guard, Some(hook))
 }
 
 async fn shutdown_signal() {

@@ -44,6 +44,14 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// Serialises a secret as `{"set": bool}`: whether it has a value, never the value (settings answers).
+pub fn serialize_presence<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = ser.serialize_map(Some(1))?;
+    m.serialize_entry("set", &!s.is_empty())?;
+    m.end()
+}
+
 /// Masks a secret: up to 6 leading and 4 trailing characters of long values, `****` for short ones.
 pub fn mask(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();

@@ -10,7 +10,7 @@ use thiserror::Error;
 use crate::api::{router, AppInner, AppState};
 use crate::auth::Sessions;
 use crate::calllog::{CallLog, CallLogOptions};
-use crate::config::Startup;
+use crate::config::{Live, Startup};
 use crate::proxy::{PoolOptions, ProxyPool};
 use crate::storage::{FileStorage, Storage, StorageError};
 use crate::tokens::TokenPool;
@@ -40,7 +40,17 @@ pub async fn run(
     startup: Startup,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    run_with(startup, shutdown, None).await
+}
+
+/// [`run`] with a hook that changes the log level when `global.log_level` changes at run time.
+pub async fn run_with(
+    startup: Startup,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    log_level: Option<crate::live::LogLevelHook>,
+) -> Result<(), ServerError> {
     let settings = Arc::new(startup.settings.clone());
+    let live = Arc::new(Live::new(startup.settings.clone()));
     let metrics = crate::telemetry::install();
     if let Some(handle) = metrics.clone() {
         // Histograms keep raw samples until upkeep folds them in; without it memory grows with every request
@@ -119,11 +129,18 @@ pub async fn run(
             None
         }
     };
-    let upstream = UpstreamConfig::new(settings.clone()).map_err(ServerError::Settings)?;
+    let upstream = UpstreamConfig::new(live.get()).map_err(ServerError::Settings)?;
     let forwarder = Forwarder::new(upstream, tokens.clone(), proxies.clone(), calllog.clone());
 
+    let settings_manager = crate::live::Manager::new(
+        live.clone(),
+        startup.settings_path.clone(),
+        startup.overrides.clone(),
+        log_level,
+    );
     let state = AppState(Arc::new(AppInner {
-        settings: settings.clone(),
+        settings: live.clone(),
+        settings_manager,
         forwarder,
         tokens: tokens.clone(),
         sessions,
@@ -149,6 +166,34 @@ pub async fn run(
             proxies.clone(),
             stop_rx.clone(),
         )));
+    }
+
+    // setting.toml edits apply live; without a watcher the admin API still does.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let settings_watcher =
+        match crate::live::SettingsWatcher::start(&startup.settings_path, move || {
+            let _ = reload_tx.try_send(());
+        }) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "settings file is not watched: edits need a restart or the admin API");
+                None
+            }
+        };
+    {
+        let state = state.clone();
+        let mut stop = stop_rx.clone();
+        background.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = reload_rx.recv() => match r {
+                        Some(()) => state.settings_manager.reload_file(&state.0).await,
+                        None => break,
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
     }
 
     let addr = format!("{}:{}", settings.global.host, settings.global.port);
@@ -199,7 +244,7 @@ pub async fn run(
         _ = signal_rx => {}
     }
 
-    let grace = settings.global.shutdown_grace();
+    let grace = live.load().global.shutdown_grace();
     tracing::info!(
         grace_s = grace.as_secs_f64(),
         "shutting down: no new connections, draining in-flight requests"
@@ -214,6 +259,7 @@ pub async fn run(
     }
     flush(&tokens, &proxies, &calllog, &stop_tx, background).await;
     drop(plugin_watcher);
+    drop(settings_watcher);
     tracing::info!("bye");
     Ok(())
 }

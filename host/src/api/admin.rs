@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/storage/mode", get(storage_mode))
         .merge(super::logs::router())
         .merge(super::plugins::router())
+        .merge(super::settings::router())
         .route_layer(middleware::from_fn_with_state(state, require_session));
     Router::new()
         .route("/api/login", post(login))
@@ -100,7 +101,8 @@ async fn login(
         .with_retry_after(http::HeaderValue::from_str(&wait.to_string()).ok())
         .into_response();
     }
-    let g = &state.settings.global;
+    let settings = state.settings.get();
+    let g = &settings.global;
     match state
         .sessions
         .login(

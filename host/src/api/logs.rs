@@ -119,13 +119,13 @@ async fn stats(
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let f = filter(&q)?;
-    let today = today_start_ms(state.settings.global.tz());
+    let today = today_start_ms(state.settings.load().global.tz());
     let s = state.calllog.store().read().stats(&f, today);
     let queue = state.calllog.queue_stats();
     let mut data = serde_json::to_value(&s).unwrap_or_default();
     data["dropped"] = json!(queue.dropped);
     data["queue_depth"] = json!(queue.queue_depth);
-    data["timezone"] = json!(state.settings.global.timezone);
+    data["timezone"] = json!(state.settings.load().global.timezone);
     Ok(Json(json!({"success": true, "data": data})).into_response())
 }
 
@@ -139,7 +139,7 @@ async fn clear(
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let keep = match param(&q, "max_count") {
-        None => state.settings.global.log_max_count,
+        None => state.settings.load().global.log_max_count,
         Some(v) => v.parse::<usize>().map_err(|_| {
             ApiError::bad_param(
                 "max_count",

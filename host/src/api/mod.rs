@@ -6,6 +6,7 @@ mod logs;
 mod openai;
 mod plugins;
 mod proxies;
+mod settings;
 mod timeline;
 mod ui;
 
@@ -21,13 +22,16 @@ use http::HeaderValue;
 
 use crate::auth::Sessions;
 use crate::calllog::CallLog;
-use crate::config::{Settings, StorageMode};
+use crate::config::{Live, StorageMode};
 use crate::tokens::TokenPool;
 use crate::upstream::Forwarder;
 use error::ApiError;
 
 pub struct AppInner {
-    pub settings: Arc<Settings>,
+    /// The running settings; read with one `load()` per use.
+    pub settings: Arc<Live>,
+    /// Applies setting changes (admin API and file watcher).
+    pub settings_manager: crate::live::Manager,
     pub forwarder: Forwarder,
     pub tokens: Arc<TokenPool>,
     pub sessions: Sessions,
@@ -96,7 +100,8 @@ async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
 
 /// Prometheus text format; bearer-protected when `global.metrics_token` is set.
 async fn metrics(State(state): State<AppState>, headers: http::HeaderMap) -> Response {
-    let want = state.settings.global.metrics_token.expose();
+    let settings = state.settings.get();
+    let want = settings.global.metrics_token.expose();
     if !want.is_empty() {
         let got = headers
             .get(http::header::AUTHORIZATION)

@@ -31,7 +31,8 @@ pub fn router(state: AppState) -> Router<AppState> {
 
 /// `Authorization: Bearer <grok.api_key>`; an empty key leaves the routes open (warned about at start-up).
 async fn client_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let key = state.settings.grok.api_key.expose();
+    let settings = state.settings.load();
+    let key = settings.grok.api_key.expose();
     if key.is_empty() {
         return next.run(req).await;
     }
@@ -64,7 +65,7 @@ struct Peek<'a> {
 }
 
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let limit = state.settings.global.max_body_bytes;
+    let limit = state.settings.load().global.max_body_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -18,7 +18,8 @@ pub fn router() -> Router<AppState> {
 }
 
 fn listing(state: &AppState) -> serde_json::Value {
-    let s = &state.settings.plugins;
+    let settings = state.settings.load();
+    let s = &settings.plugins;
     json!({
         "dir": state.plugins.dir().display().to_string(),
         "hooks": {

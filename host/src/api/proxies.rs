@@ -144,7 +144,7 @@ async fn test(
             let client = match crate::proxy::build_client(
                 Some(&url),
                 ClientOptions {
-                    connect_timeout: state.settings.grok.connect_timeout(),
+                    connect_timeout: state.settings.load().grok.connect_timeout(),
                 },
             ) {
                 Ok(c) => c,

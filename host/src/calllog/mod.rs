@@ -9,7 +9,7 @@
 pub mod scan;
 pub mod store;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,9 +136,9 @@ pub struct CallLog {
     control: mpsc::Sender<Control>,
     store: Arc<RwLock<LogStore>>,
     counters: Arc<Counters>,
-    log_models_calls: bool,
+    log_models_calls: Arc<AtomicBool>,
     /// `global.log_max_count = 0`: the call log is off (only log lines and metrics are written).
-    disabled: bool,
+    disabled: Arc<AtomicBool>,
     metrics: Arc<crate::telemetry::RequestMetrics>,
 }
 
@@ -192,8 +192,8 @@ impl CallLog {
             control,
             store: store.clone(),
             counters: Arc::default(),
-            log_models_calls: opts.log_models_calls,
-            disabled: opts.max_count == 0,
+            log_models_calls: Arc::new(AtomicBool::new(opts.log_models_calls)),
+            disabled: Arc::new(AtomicBool::new(opts.max_count == 0)),
             metrics: Arc::new(crate::telemetry::RequestMetrics {
                 per_token: opts.metrics_per_token,
                 ..Default::default()
@@ -227,7 +227,10 @@ impl CallLog {
         let elapsed = record.started.elapsed();
         log_line(&record);
         self.metrics.record(&record, elapsed);
-        if self.disabled || (record.route.starts_with("/v1/models") && !self.log_models_calls) {
+        if self.disabled.load(Ordering::Relaxed)
+            || (record.route.starts_with("/v1/models")
+                && !self.log_models_calls.load(Ordering::Relaxed))
+        {
             return;
         }
         match self.tx.try_send(Finished { record, elapsed }) {
@@ -242,7 +245,7 @@ impl CallLog {
 
     /// Whether entries are kept: when not, answers need not be scanned for media and usage.
     pub fn enabled(&self) -> bool {
-        !self.disabled
+        !self.disabled.load(Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Arc<RwLock<LogStore>> {
@@ -267,6 +270,29 @@ impl CallLog {
             .map_err(|_| StorageError::Task("call-log writer stopped".into()))?;
         rx.await
             .map_err(|_| StorageError::Task("call-log writer stopped".into()))?
+    }
+
+    /// Applies a changed `global.log_max_count` (0 switches the log off) and `global.log_models_calls`. A lower
+    /// limit trims and persists at once.
+    pub async fn set_limits(
+        &self,
+        max_count: usize,
+        log_models_calls: bool,
+    ) -> Result<(), StorageError> {
+        self.log_models_calls
+            .store(log_models_calls, Ordering::Relaxed);
+        let (old, len) = {
+            let mut store = self.store.write();
+            let old = store.max();
+            let len = store.len();
+            store.set_max(max_count);
+            (old, len)
+        };
+        self.disabled.store(max_count == 0, Ordering::Relaxed);
+        if max_count < old && len > max_count {
+            self.keep_newest(max_count).await?;
+        }
+        Ok(())
     }
 
     /// Persists everything recorded so far and stops the writer.

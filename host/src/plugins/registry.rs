@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
@@ -285,17 +285,26 @@ struct Inner {
     webhooks: Vec<Arc<webhook::WasmWebhook>>,
 }
 
-/// The plugin registry. Cloning is one `Arc` bump.
+/// The plugin registry: the set of plugins built from one `[plugins]` section, swapped whole when that section
+/// changes at run time. Cloning is one `Arc` bump.
 #[derive(Clone)]
 pub struct Registry {
-    inner: Arc<Inner>,
+    current: Arc<ArcSwap<Core>>,
+    dir: Arc<PathBuf>,
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("dir", &self.inner.dir)
+            .field("dir", &self.dir)
             .finish_non_exhaustive()
+    }
+}
+
+fn limits_of(settings: &PluginSettings) -> Limits {
+    Limits {
+        timeout: Duration::from_millis(settings.timeout_ms),
+        memory_bytes: (settings.memory_mb as usize) << 20,
     }
 }
 
@@ -305,10 +314,94 @@ impl Registry {
         let dir = settings.dir_in(data_dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| PluginError::Io(format!("{}: {e}", dir.display())))?;
-        let engine = Arc::new(PluginEngine::new(Limits {
-            timeout: Duration::from_millis(settings.timeout_ms),
-            memory_bytes: (settings.memory_mb as usize) << 20,
-        })?);
+        let engine = Arc::new(PluginEngine::new(limits_of(settings))?);
+        let core = Core::new(settings, dir.clone(), engine);
+        Ok(Registry {
+            current: Arc::new(ArcSwap::from_pointee(core)),
+            dir: Arc::new(dir),
+        })
+    }
+
+    /// Applies a changed `[plugins]` section (hooks, plugin config, limits, error threshold): builds a new set,
+    /// loads every plugin into it off the request path, then swaps it in; the old set serves until then.
+    /// `dir` is not applied (the watcher watches one directory; it needs a restart). Returns whether anything
+    /// changed. Blocking (compiles). Callers re-install the hook handles ([`Registry::selector`], …) afterwards.
+    pub fn apply_settings(&self, settings: &PluginSettings) -> Result<bool, PluginError> {
+        let cur = self.current.load_full();
+        let mut same = settings.clone();
+        same.dir = cur.inner.settings.dir.clone();
+        if same == cur.inner.settings {
+            return Ok(false);
+        }
+        let limits = limits_of(&same);
+        let old = cur.inner.engine.limits();
+        let engine = if old.timeout == limits.timeout && old.memory_bytes == limits.memory_bytes {
+            cur.inner.engine.clone()
+        } else {
+            Arc::new(PluginEngine::new(limits)?)
+        };
+        let core = Core::new(&same, (*self.dir).clone(), engine);
+        core.set_direct_allowed(cur.inner.direct_allowed.load(Ordering::Relaxed));
+        core.load_all();
+        self.current.store(Arc::new(core));
+        Ok(true)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configured selector, always serving the current version (or `Err(Unavailable)` while none is
+    /// loaded or it is disabled: use the built-in then). `None` when `plugins.selector` is not set.
+    pub fn selector(&self) -> Option<Arc<dyn ProxySelector>> {
+        self.current.load().selector()
+    }
+
+    pub fn pool_parser(&self) -> Option<Arc<dyn PoolParser>> {
+        self.current.load().pool_parser()
+    }
+
+    pub fn webhooks(&self) -> Vec<Arc<dyn LogWebhook>> {
+        self.current.load().webhooks()
+    }
+
+    /// Whether a selector may answer `direct` (the proxy pool sets this from its own rules; default false).
+    pub fn set_direct_allowed(&self, allowed: bool) {
+        self.current.load().set_direct_allowed(allowed)
+    }
+
+    /// Every known plugin: configured ones and every `NAME.wasm` seen in the directory.
+    pub fn list(&self) -> Vec<PluginStatus> {
+        self.current.load().list()
+    }
+
+    pub fn status(&self, name: &str) -> Option<PluginStatus> {
+        self.current.load().status(name)
+    }
+
+    /// Loads every `NAME.wasm` in the directory and unloads plugins whose file is gone. Blocking (compiles):
+    /// call it off the async runtime.
+    pub fn load_all(&self) -> Vec<(String, LoadOutcome)> {
+        self.current.load_full().load_all()
+    }
+
+    /// Brings plugin `name` in line with its file; blocking.
+    pub fn sync_file(&self, name: &str, retry: bool) -> LoadOutcome {
+        self.current.load_full().sync_file(name, retry)
+    }
+
+    pub fn enable(&self, name: &str) -> Option<PluginStatus> {
+        self.current.load_full().enable(name)
+    }
+}
+
+/// One generation of the registry: the slots and hook handles of one `[plugins]` section.
+struct Core {
+    inner: Arc<Inner>,
+}
+
+impl Core {
+    fn new(settings: &PluginSettings, dir: PathBuf, engine: Arc<PluginEngine>) -> Core {
         let timeout = engine.limits().timeout;
         let max = settings.max_consecutive_errors;
         let mut slots = BTreeMap::new();
@@ -335,7 +428,7 @@ impl Registry {
             .iter()
             .map(|n| Arc::new(webhook::WasmWebhook::new(slot(n, Hook::Webhook))))
             .collect();
-        Ok(Registry {
+        Core {
             inner: Arc::new(Inner {
                 engine,
                 dir,
@@ -347,11 +440,7 @@ impl Registry {
                 pool_parser,
                 webhooks,
             }),
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        }
     }
 
     /// The configured selector, always serving the current version (or `Err(Unavailable)` while none is

@@ -69,7 +69,7 @@ pub async fn probe(client: &reqwest::Client, test_url: &str) -> ProbeResult {
 impl ProxyPool {
     /// Tests a proxy of the pool and applies the result to its health.
     pub async fn check(&self, e: &Arc<ProxyEntry>) -> ProbeResult {
-        let mut r = probe(e.client(), &self.opts.test_url).await;
+        let mut r = probe(e.client(), &self.opts().test_url).await;
         r.error = r.error.map(|err| e.scrub(&err));
         self.apply_probe(e, &r);
         r
@@ -92,7 +92,7 @@ impl ProxyPool {
     /// Re-checks due unhealthy proxies until stopped.
     pub(crate) async fn run_health(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let every = self
-            .opts
+            .opts()
             .check_base
             .clamp(Duration::from_millis(200), Duration::from_secs(1));
         let mut tick = tokio::time::interval(every);

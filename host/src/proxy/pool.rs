@@ -456,7 +456,10 @@ pub(crate) struct SelectorSlot(pub(crate) Arc<dyn ProxySelector>);
 pub(crate) struct ParserSlot(pub(crate) Arc<dyn PoolParser>);
 
 pub struct ProxyPool {
-    pub(crate) opts: PoolOptions,
+    /// Swapped whole by [`ProxyPool::apply_options`] when the settings change.
+    opts: ArcSwap<PoolOptions>,
+    /// Wakes the pool-API fetcher after a settings change (new URL or interval).
+    pub(crate) opts_changed: tokio::sync::Notify,
     pub(crate) snap: ArcSwap<Snapshot>,
     /// Serialises membership edits (copy-on-write of `snap`); never taken by requests.
     edit: Mutex<()>,
@@ -496,13 +499,14 @@ impl ProxyPool {
             sync_wake: tokio::sync::Notify::new(),
             storage,
             fetch: source::FetchState::default(),
-            opts,
+            opts: ArcSwap::from_pointee(opts),
+            opts_changed: tokio::sync::Notify::new(),
         };
         let mut configured = Vec::new();
-        if let Some(u) = &pool.opts.static_url {
+        if let Some(u) = &pool.opts().static_url {
             configured.push((u.clone(), ProxySource::Static));
         }
-        for u in &pool.opts.list {
+        for u in &pool.opts().list {
             configured.push((u.clone(), ProxySource::List));
         }
         for r in pool.insert_many(configured, now_ms()) {
@@ -511,8 +515,52 @@ impl ProxyPool {
         Ok(pool)
     }
 
-    pub fn options(&self) -> &PoolOptions {
-        &self.opts
+    pub fn options(&self) -> Arc<PoolOptions> {
+        self.opts.load_full()
+    }
+
+    pub(crate) fn opts(&self) -> arc_swap::Guard<Arc<PoolOptions>> {
+        self.opts.load()
+    }
+
+    /// Applies changed settings without a restart: adds newly configured static/list proxies, drops the ones no
+    /// longer configured (unbinding their tokens), re-labels kept ones, and wakes the pool-API fetcher. The
+    /// connect timeout is not applied here: clients are built once per proxy (it needs a restart).
+    pub fn apply_options(&self, new: PoolOptions) -> Result<(), ProxyError> {
+        let mut configured = Vec::new();
+        if let Some(u) = &new.static_url {
+            configured.push((u.clone(), ProxySource::Static));
+        }
+        for u in &new.list {
+            if new.static_url.as_deref() != Some(u.as_str()) {
+                configured.push((u.clone(), ProxySource::List));
+            }
+        }
+        self.opts.store(Arc::new(new));
+        let added = self.insert_many(configured.clone(), now_ms());
+        for r in added {
+            r?;
+        }
+        for (url, source) in &configured {
+            if let Some(e) = self.entry(url) {
+                if e.source() != *source {
+                    e.source.store(source_code(*source), Relaxed);
+                    self.mark_dirty();
+                }
+            }
+        }
+        let dropped = self.remove_where(|e| {
+            matches!(e.source(), ProxySource::Static | ProxySource::List)
+                && !configured.iter().any(|(u, _)| **u == *e.url)
+        });
+        if !dropped.is_empty() {
+            tracing::info!(
+                dropped = dropped.len(),
+                "proxies no longer in the settings removed"
+            );
+        }
+        self.opts_changed.notify_one();
+        Ok(())
     }
 
     /// Installs a plugin selector (`None` restores the built-in). A plugin's `Err`, `Default` or invalid answer
@@ -561,10 +609,10 @@ impl ProxyPool {
 
     /// Direct egress: `allow_direct = true`, or `auto` while no proxy is configured at all.
     pub fn direct_allowed(&self) -> bool {
-        match self.opts.direct {
+        match self.opts().direct {
             DirectPolicy::Allow => true,
             DirectPolicy::Deny => false,
-            DirectPolicy::Auto => self.opts.pool_url.is_none() && self.is_empty(),
+            DirectPolicy::Auto => self.opts().pool_url.is_none() && self.is_empty(),
         }
     }
 
@@ -597,13 +645,13 @@ impl ProxyPool {
                 return Ok(self.to_egress(p));
             }
         }
-        if self.opts.pool_url.is_some() {
+        if self.opts().pool_url.is_some() {
             self.refresh_on_demand().await;
             if let Some(p) = self.select_now(info, exclude) {
                 return Ok(self.to_egress(p));
             }
         }
-        if let Some(url) = &self.opts.static_url {
+        if let Some(url) = &self.opts().static_url {
             if let Some(e) = self.entry(url).filter(|e| !excluded(e, exclude)) {
                 return Ok(self.to_egress(Pick::Proxy(e)));
             }
@@ -773,7 +821,7 @@ impl ProxyPool {
         e.last_used_ms.store(now_ms(), Relaxed);
         e.set_error(reason);
         let n = e.fail_count.fetch_add(1, Relaxed) + 1;
-        if n >= self.opts.max_fails && e.hot.healthy.swap(false, Relaxed) {
+        if n >= self.opts().max_fails && e.hot.healthy.swap(false, Relaxed) {
             let unbound = self.bindings.unbind_all(e);
             self.schedule_check(e, 0);
             tracing::warn!(
@@ -789,8 +837,8 @@ impl ProxyPool {
 
     /// Next background check of an unhealthy proxy: base × 2^failures, at most max, ±20 % jitter.
     pub(crate) fn schedule_check(&self, e: &ProxyEntry, failures: u32) {
-        let base = self.opts.check_base.as_millis() as f64;
-        let max = self.opts.check_max.as_millis() as f64;
+        let base = self.opts().check_base.as_millis() as f64;
+        let max = self.opts().check_max.as_millis() as f64;
         let delay = (base * 2f64.powi(failures.min(30) as i32)).min(max);
         let jitter = 0.8 + rand::random::<f64>() * 0.4;
         e.next_check_ms
@@ -812,7 +860,7 @@ impl ProxyPool {
             .map(|(url, source)| match current.get(&url) {
                 Some(e) => Ok(e.clone()),
                 None => {
-                    let e = ProxyEntry::new(url, source, self.opts.client)?;
+                    let e = ProxyEntry::new(url, source, self.opts().client)?;
                     if source == ProxySource::Pool {
                         e.last_seen_ms.store(now, Relaxed);
                     }
@@ -1051,7 +1099,7 @@ impl ProxyPool {
                 continue;
             };
             let stored = rec.source.as_deref().and_then(parse_source);
-            let source = match (self.opts.configured_source(&url), stored) {
+            let source = match (self.opts().configured_source(&url), stored) {
                 (Some(s), _) => s,
                 (None, Some(ProxySource::Static | ProxySource::List)) => continue,
                 (None, Some(s)) => s,
@@ -1160,9 +1208,8 @@ impl ProxyPool {
         let mut tasks = vec![tokio::spawn(
             self.clone().run_saver(save_every, stop.clone()),
         )];
-        if self.opts.pool_url.is_some() {
-            tasks.push(tokio::spawn(self.clone().run_fetcher(stop.clone())));
-        }
+        // Always running: a pool URL set later through the settings starts fetching without a restart.
+        tasks.push(tokio::spawn(self.clone().run_fetcher(stop.clone())));
         tasks.push(tokio::spawn(self.clone().run_health(stop)));
         tasks
     }

@@ -73,7 +73,7 @@ impl Default for FetchState {
 impl ProxyPool {
     /// Fetches the pool API now (waiting for a fetch already running, then fetching again).
     pub async fn refresh(&self) -> Result<RefreshReport, FetchError> {
-        if self.opts.pool_url.is_none() {
+        if self.opts().pool_url.is_none() {
             return Err(FetchError::NotConfigured);
         }
         let _g = self.fetch.lock.lock().await;
@@ -103,7 +103,7 @@ impl ProxyPool {
         self.fetch.generation.fetch_add(1, AcqRel);
         match &r {
             Ok(rep) => tracing::info!(
-                pool_api = %mask_url(self.opts.pool_url.as_deref().unwrap_or("")),
+                pool_api = %mask_url(self.opts().pool_url.as_deref().unwrap_or("")),
                 returned = rep.returned,
                 added = rep.added.len(),
                 dropped = rep.dropped.len(),
@@ -112,7 +112,7 @@ impl ProxyPool {
                 "pool API fetched"
             ),
             Err(e) => tracing::warn!(
-                pool_api = %mask_url(self.opts.pool_url.as_deref().unwrap_or("")),
+                pool_api = %mask_url(self.opts().pool_url.as_deref().unwrap_or("")),
                 error = %e,
                 "pool API fetch failed"
             ),
@@ -122,7 +122,7 @@ impl ProxyPool {
 
     async fn fetch_and_merge(&self) -> Result<RefreshReport, FetchError> {
         let url = self
-            .opts
+            .opts()
             .pool_url
             .clone()
             .ok_or(FetchError::NotConfigured)?;
@@ -236,7 +236,7 @@ impl ProxyPool {
     /// Drops fetched proxies past their TTL that no token is bound to, then the least recently seen unbound
     /// ones (then bound ones) beyond `proxy_pool_max`. Returns the dropped URLs (with credentials).
     pub(crate) fn prune(&self, now: i64) -> Vec<String> {
-        let ttl = self.opts.pool_ttl.as_millis() as i64;
+        let ttl = self.opts().pool_ttl.as_millis() as i64;
         let mut dropped: Vec<String> = self
             .remove_where(|e| {
                 e.source() == ProxySource::Pool
@@ -251,10 +251,10 @@ impl ProxyPool {
             .into_iter()
             .filter(|e| e.source() == ProxySource::Pool)
             .collect();
-        if fetched.len() > self.opts.pool_max {
+        if fetched.len() > self.opts().pool_max {
             // Unbound first, then oldest seen first.
             fetched.sort_by_key(|e| (e.bound_tokens() > 0, e.last_seen_ms.load(Relaxed)));
-            let excess: Vec<Arc<str>> = fetched[..fetched.len() - self.opts.pool_max]
+            let excess: Vec<Arc<str>> = fetched[..fetched.len() - self.opts().pool_max]
                 .iter()
                 .map(|e| Arc::from(e.url()))
                 .collect();
@@ -267,18 +267,24 @@ impl ProxyPool {
         dropped
     }
 
-    /// Fetches at start-up and then every `proxy_pool_interval` until stopped.
+    /// Fetches at start-up and then every `proxy_pool_interval` until stopped; a settings change (new URL or
+    /// interval) fetches at once and restarts the wait.
     pub(crate) async fn run_fetcher(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.opts.pool_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.changed() => break,
+            let (configured, interval) = {
+                let o = self.opts();
+                (o.pool_url.is_some(), o.pool_interval)
+            };
+            if configured {
+                // A slow pool API must not hold up shutdown.
+                tokio::select! {
+                    _ = self.refresh() => {}
+                    _ = stop.changed() => break,
+                }
             }
-            // A slow pool API must not hold up shutdown.
             tokio::select! {
-                _ = self.refresh() => {}
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.opts_changed.notified() => {}
                 _ = stop.changed() => break,
             }
         }

@@ -205,6 +205,11 @@ impl Forwarder {
         self.config.load()
     }
 
+    /// Swaps in settings that changed at run time; requests already forwarding finish on the old ones.
+    pub fn set_config(&self, config: UpstreamConfig) {
+        self.config.store(Arc::new(config));
+    }
+
     /// Forwards `req`, retrying on another token for retryable failures until `max_retries` is spent.
     /// The record is finished here for failures and buffered answers, or by the body when streaming.
     pub async fn forward(

@@ -88,7 +88,7 @@ impl ProxyPool {
                 }
             }
             // Configured proxies keep the source the settings give them.
-            G_META if self.opts.configured_source(&e.url).is_none() => {
+            G_META if self.opts().configured_source(&e.url).is_none() => {
                 if let Some(s) = r.source.as_deref().and_then(parse_source) {
                     e.source.store(super::source_code(s), Relaxed);
                 }
@@ -234,7 +234,7 @@ impl ProxyPool {
         }
         if !gone.is_empty() {
             self.remove_where(|e| {
-                gone.contains(&*e.url) && self.opts.configured_source(&e.url).is_none()
+                gone.contains(&*e.url) && self.opts().configured_source(&e.url).is_none()
             });
         }
         // Bindings: adopt remote changes unless changed here too (then the next push's CAS decides).
