@@ -743,8 +743,9 @@
 
   // ---------- settings ----------
 
-  // A key that holds a secret: shown as an empty write-only field, sent only when filled in.
-  const SECRET = /(password|api_key|apikey|secret|token|clearance|private)/i;
+  // The API answers the running settings by section and, per key, whether it applies live, whether it is a
+  // secret (shown as {set: bool}, never its value) and which environment variable decides it.
+  const SECTION_ORDER = ['grok', 'global', 'plugins'];
 
   async function loadSettings() {
     const body = $('#set-body');
@@ -753,50 +754,110 @@
       if (isMissing(e)) { body.replaceChildren(unavailable()); return; }
       throw e;
     }
-    renderSettings(r.data || {});
+    renderSettings(r.data || {}, r.keys || {});
   }
 
-  function renderSettings(data) {
+  const isSecretVal = (v) => v && typeof v === 'object' && !Array.isArray(v) && 'set' in v;
+  const keyLabel = (sec, key) => { const k = `set.k.${sec}.${key}`; const l = t(k); return l === k ? key : l; };
+
+  function settingInput(id, sec, key, val, meta) {
+    if (meta.secret || isSecretVal(val)) {
+      return h('input', { id, type: 'password', autocomplete: 'new-password', placeholder: t('set.secret'), 'data-kind': 'secret' });
+    }
+    if (sec === 'grok' && key === 'allow_direct') {
+      const cur = val === true ? 'true' : val === false ? 'false' : 'auto';
+      return h('select', { id, 'data-kind': 'direct' }, ...['auto', 'true', 'false'].map((o) => h('option', { value: o, selected: o === cur }, t('set.direct.' + o))));
+    }
+    if (typeof val === 'boolean') return h('input', { id, type: 'checkbox', checked: val, 'data-kind': 'bool' });
+    if (typeof val === 'number') return h('input', { id, type: 'number', step: 'any', value: String(val), inputmode: 'decimal', 'data-kind': 'number' });
+    if (Array.isArray(val)) {
+      const ta = h('textarea', { id, rows: Math.min(6, Math.max(2, val.length + 1)), class: 'mono', 'data-kind': val.length && val.every((x) => typeof x === 'number') ? 'numbers' : 'list' });
+      ta.value = val.join('\n');
+      return ta;
+    }
+    return h('input', { id, value: val ?? '', 'data-kind': 'text', spellcheck: 'false' });
+  }
+
+  function inputValue(f) {
+    const el = f.input;
+    switch (el.dataset.kind) {
+      case 'secret': return el.value ? el.value : undefined;
+      case 'direct': return el.value === 'auto' ? 'auto' : el.value === 'true';
+      case 'bool': return el.checked;
+      case 'number': return el.value.trim() === '' ? undefined : Number(el.value);
+      case 'numbers': return el.value.split(/[\n,]/).map((x) => x.trim()).filter(Boolean).map(Number);
+      case 'list': {
+        const items = el.value.split('\n').map((x) => x.trim()).filter(Boolean);
+        // An empty list of numbers stays numbers (retry_status_codes).
+        return items.length && items.every((x) => /^\d+$/.test(x)) && /codes/.test(f.key) ? items.map(Number) : items;
+      }
+      default: return el.value;
+    }
+  }
+
+  function renderSettings(data, keys) {
     const fields = [];
-    const sections = Object.entries(data).filter(([, v]) => v && typeof v === 'object' && !Array.isArray(v));
-    const form = h('form', { class: 'settings', id: 'set-form' });
-    for (const [sec, values] of sections) {
-      const fs = h('fieldset', { class: 'panel' }, h('legend', { class: 'panel-title' }, sec));
-      for (const [key, val] of Object.entries(values)) {
-        if (val && typeof val === 'object' && !Array.isArray(val)) continue;
+    const secs = Object.keys(data).filter((s) => data[s] && typeof data[s] === 'object' && !Array.isArray(data[s]))
+      .sort((a, b) => (SECTION_ORDER.indexOf(a) + 99) % 99 - (SECTION_ORDER.indexOf(b) + 99) % 99);
+    const form = h('form', { class: 'settings', id: 'set-form', novalidate: true });
+    for (const sec of secs) {
+      const title = t('set.sec.' + sec);
+      const fs = h('fieldset', { class: 'panel', 'data-section': sec }, h('legend', { class: 'panel-title' }, title === 'set.sec.' + sec ? sec : title));
+      for (const [key, val] of Object.entries(data[sec])) {
+        const meta = (keys[sec] || {})[key] || { live: true };
+        // Nested tables (plugins.config) are edited in setting.toml, where they have their comments.
+        if (val && typeof val === 'object' && !Array.isArray(val) && !isSecretVal(val)) {
+          fs.append(h('div', { class: 'set-row' }, h('span', { class: 'set-label' }, h('span', {}, keyLabel(sec, key)), h('code', { class: 'set-key' }, `${sec}.${key}`)),
+            h('span', { class: 'muted' }, t('set.inFile', { n: Object.keys(val).length }))));
+          continue;
+        }
         const id = `set-${sec}-${key}`;
-        const secret = SECRET.test(key);
-        let input;
-        if (secret) input = h('input', { id, type: 'password', autocomplete: 'new-password', placeholder: t('set.secret') });
-        else if (typeof val === 'boolean') input = h('input', { id, type: 'checkbox', checked: val });
-        else if (typeof val === 'number') input = h('input', { id, type: 'number', step: 'any', value: String(val) });
-        else if (Array.isArray(val)) { input = h('textarea', { id, rows: Math.min(6, Math.max(2, val.length)), class: 'mono' }); input.value = val.join('\n'); }
-        else input = h('input', { id, value: val ?? '' });
-        fields.push({ sec, key, val, secret, input });
-        fs.append(h('div', { class: 'set-row' + (typeof val === 'boolean' && !secret ? ' set-bool' : '') }, h('label', { for: id }, key), input));
+        const input = settingInput(id, sec, key, val, meta);
+        const notes = [];
+        if (!meta.live) notes.push(h('span', { class: 'badge badge-warn', 'data-restart': '' }, t('set.restart')));
+        if (meta.secret || isSecretVal(val)) notes.push(h('span', { class: 'badge ' + (val && val.set ? 'badge-ok' : 'badge-muted') }, val && val.set ? t('set.isSet') : t('set.notSet')));
+        if (meta.env) { input.disabled = true; notes.push(h('span', { class: 'badge badge-info' }, t('set.env', { v: meta.env }))); }
+        const descId = id + '-note';
+        if (notes.length) input.setAttribute('aria-describedby', descId);
+        fields.push({ sec, key, val, input, meta });
+        fs.append(h('div', { class: 'set-row' + (input.dataset.kind === 'bool' ? ' set-bool' : ''), 'data-key': `${sec}.${key}` },
+          h('label', { for: id, class: 'set-label' }, h('span', {}, keyLabel(sec, key)), h('code', { class: 'set-key' }, `${sec}.${key}`)),
+          h('div', { class: 'set-control' }, input, notes.length ? h('div', { class: 'set-notes', id: descId }, notes) : null)));
       }
       form.append(fs);
     }
     const saveBtn = h('button', { type: 'submit', class: 'btn btn-primary', id: 'set-save' }, t('set.save'));
-    form.append(h('div', { class: 'actions sticky-actions' }, saveBtn));
+    const status = h('p', { id: 'set-status', class: 'set-status', role: 'status', 'aria-live': 'polite' });
+    form.append(h('div', { class: 'actions sticky-actions' }, saveBtn, status));
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
+      for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
       const body = {};
       for (const f of fields) {
-        let v;
-        if (f.secret) { if (!f.input.value) continue; v = f.input.value; }
-        else if (typeof f.val === 'boolean') v = f.input.checked;
-        else if (typeof f.val === 'number') v = Number(f.input.value);
-        else if (Array.isArray(f.val)) v = f.input.value.split('\n').map((x) => x.trim()).filter(Boolean).map((x) => (f.val.every((y) => typeof y === 'number') && f.val.length ? Number(x) : x));
-        else v = f.input.value;
-        if (!f.secret && JSON.stringify(v) === JSON.stringify(f.val)) continue;
-        (body[f.sec + '_config'] ||= {})[f.key] = v;
+        if (f.input.disabled) continue;
+        const v = inputValue(f);
+        if (v === undefined) continue;
+        if (!isSecretVal(f.val) && JSON.stringify(v) === JSON.stringify(f.val)) continue;
+        (body[f.sec] ||= {})[f.key] = v;
       }
-      if (!Object.keys(body).length) { toast(t('set.noChange')); return; }
+      if (!Object.keys(body).length) { status.textContent = t('set.noChange'); toast(t('set.noChange')); return; }
       saveBtn.disabled = true;
-      try { const r = await api('/api/settings', { method: 'POST', body }); toast(r.message || t('set.saved')); await loadSettings(); } catch (e) { fail(e); } finally { saveBtn.disabled = false; }
+      try {
+        const r = await api('/api/settings', { method: 'POST', body });
+        const restart = (r.data && r.data.restart_required) || [];
+        const msg = restart.length ? t('set.savedRestart', { keys: restart.join(', ') }) : t('set.saved');
+        toast(msg, restart.length ? 'warn' : 'ok');
+        await loadSettings();
+        $('#set-status').textContent = msg;
+      } catch (e) {
+        const key = e.body && e.body.error && e.body.error.param;
+        const el = key && document.getElementById('set-' + key.replace('.', '-'));
+        if (el) { el.setAttribute('aria-invalid', 'true'); el.focus(); }
+        status.textContent = e.message || t('err.failed');
+        fail(e);
+      } finally { saveBtn.disabled = false; }
     });
-    $('#set-body').replaceChildren(h('p', { class: 'hint' }, t('set.help')), sections.length ? form : h('div', { class: 'panel empty-state' }, t('common.empty')));
+    $('#set-body').replaceChildren(h('p', { class: 'hint' }, t('set.help')), secs.length ? form : h('div', { class: 'panel empty-state' }, t('common.empty')));
   }
 
   // ---------- shell: tabs, language, refresh ----------

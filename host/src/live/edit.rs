@@ -72,7 +72,13 @@ pub fn patch(text: &str, changes: &[(String, String, Item)]) -> Result<String, S
         if let (Some(old), Item::Value(new)) = (table.get(key).and_then(Item::as_value), &mut item) {
             *new.decor_mut() = old.decor().clone();
         }
-        table.insert(key, item);
+        // In place, so the key keeps its decor (the comment lines above it).
+        match table.get_mut(key) {
+            Some(slot) => *slot = item,
+            None => {
+                table.insert(key, item);
+            }
+        }
     }
     Ok(doc.to_string())
 }

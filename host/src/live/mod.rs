@@ -177,6 +177,9 @@ impl Manager {
         let mut last = self.last_hash.lock().await;
         let running = self.live.get();
         let changes = self.plan(&running, body)?;
+        if changes.is_empty() {
+            return Ok(Applied::default());
+        }
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
