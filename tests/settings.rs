@@ -1,6 +1,7 @@
 //! Live settings end to end: `GET/POST /api/settings` against the real binary, and edits of `setting.toml`
 //! on disk, applied without a restart.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -346,4 +347,105 @@ async fn edits_on_disk_apply_live_and_invalid_ones_are_rejected() {
     })
     .await;
     assert_eq!(chat_with_key(&gw, edited).await, 200);
+}
+
+#[tokio::test]
+async fn a_pool_api_url_set_at_run_time_is_fetched() {
+    if !proxies::available() {
+        return;
+    }
+    let proxy = ForwardProxy::start(Kind::Http, "127.0.0.3", None);
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answer = format!("127.0.0.1:{}\n", proxy.port);
+    let app = {
+        let hits = hits.clone();
+        axum::Router::new().route(
+            "/pool",
+            axum::routing::get(move || {
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = answer.clone();
+                async move { answer }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mock = MockServer::start().await.unwrap();
+    let gw = GatewayBuilder::new(&mock.base_url())
+        .tokens(&["token-eeeeeeeeeeeeeeee"])
+        .start()
+        .await;
+    let session = gw.admin_token().await;
+    let (status, v) = settings_post(
+        &gw,
+        &session,
+        json!({"grok": {"proxy_pool_url": format!("http://127.0.0.1:{api_port}/pool?key=poolSecret77"),
+                        "proxy_pool_interval": 3600}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    wait_for("the pool API fetch", async || {
+        let v = gw.admin_get(&session, "/api/proxies").await;
+        v["data"]["total"] == 1
+    })
+    .await;
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let r = gw.chat(hello()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(peer(&r), "127.0.0.3", "through the fetched proxy");
+    let v = gw.admin_get(&session, "/api/settings").await;
+    assert!(!v.to_string().contains("poolSecret77"), "{v}");
+}
+
+#[tokio::test]
+async fn a_plugin_chosen_at_run_time_fills_its_hook() {
+    let wasm = need!("least-latency");
+    let mock = MockServer::start().await.unwrap();
+    let gw = GatewayBuilder::new(&mock.base_url()).start().await;
+    let session = gw.admin_token().await;
+    let dir = gw.dir.join("plugins");
+    support::plugins::install(&wasm, &dir, "least-latency");
+    wait_for("the plugin to load", async || {
+        let v = gw.admin_get(&session, "/api/plugins").await;
+        v["data"]["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "least-latency" && p["state"] == "loaded")
+    })
+    .await;
+    let v = gw.admin_get(&session, "/api/plugins").await;
+    assert_eq!(v["data"]["hooks"]["selector"], Value::Null, "{v}");
+
+    let (status, v) = settings_post(
+        &gw,
+        &session,
+        json!({"plugins": {"selector": "least-latency", "timeout_ms": 40}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let v = gw.admin_get(&session, "/api/plugins").await;
+    assert_eq!(v["data"]["hooks"]["selector"], "least-latency", "{v}");
+    assert_eq!(v["data"]["limits"]["timeout_ms"], 40, "{v}");
+    let p = v["data"]["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "least-latency")
+        .cloned()
+        .unwrap();
+    assert_eq!(p["hook"], "selector", "{p}");
+    assert_eq!(p["state"], "loaded", "{p}");
+
+    // A plugin that fills another hook cannot also be the pool parser: rejected, nothing changes.
+    let (status, v) = settings_post(
+        &gw,
+        &session,
+        json!({"plugins": {"pool_parser": "least-latency"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "plugins.pool_parser");
 }
