@@ -95,7 +95,10 @@ async fn get_masks_every_secret_and_flags_restart_keys() {
         "hookKey3307",
         "hookTok2290",
     ] {
-        assert!(!text.contains(secret), "{secret} in GET /api/settings: {text}");
+        assert!(
+            !text.contains(secret),
+            "{secret} in GET /api/settings: {text}"
+        );
     }
     let v: Value = serde_json::from_str(&text).unwrap();
     let d = &v["data"];
@@ -153,7 +156,10 @@ async fn bad_updates_are_rejected_whole_naming_the_key() {
     assert_eq!(v["data"]["grok"]["max_retries"], 2, "nothing applied");
     // The environment decides PORT: the answer says so.
     let (_, v) = settings_post(&gw, &session, json!({"global": {"port": 1}})).await;
-    assert!(v["error"]["message"].as_str().unwrap().contains("PORT"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("PORT"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -193,7 +199,11 @@ async fn valid_updates_apply_without_restart_and_keep_comments() {
     .await;
     assert_eq!(status, 200, "{v}");
     let changed = v["data"]["changed"].as_array().unwrap();
-    for key in ["grok.retry_status_codes", "grok.api_key", "global.log_max_count"] {
+    for key in [
+        "grok.retry_status_codes",
+        "grok.api_key",
+        "global.log_max_count",
+    ] {
         assert!(changed.contains(&json!(key)), "{key}: {v}");
     }
     assert_eq!(v["data"]["restart_required"], json!([]));
@@ -234,15 +244,21 @@ async fn valid_updates_apply_without_restart_and_keep_comments() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let logs = gw.logs();
     assert_eq!(logs.matches("settings applied").count(), 1, "{logs}");
+    assert!(
+        !logs.contains("no setting differs"),
+        "the watcher re-read our own save: {logs}"
+    );
     assert!(!logs.contains(new_key), "secret value in the logs");
 
     // A restart-only key is saved, reported and not applied.
-    let (status, v) =
-        settings_post(&gw, &session, json!({"global": {"log_format": "json"}})).await;
+    let (status, v) = settings_post(&gw, &session, json!({"global": {"log_format": "json"}})).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["restart_required"], json!(["global.log_format"]));
     let v = gw.admin_get(&session, "/api/settings").await;
-    assert_eq!(v["data"]["global"]["log_format"], "human", "running value kept");
+    assert_eq!(
+        v["data"]["global"]["log_format"], "human",
+        "running value kept"
+    );
     let text = std::fs::read_to_string(gw.dir.join("setting.toml")).unwrap();
     assert!(text.contains("log_format = \"json\""), "{text}");
 }
@@ -324,7 +340,10 @@ async fn edits_on_disk_apply_live_and_invalid_ones_are_rejected() {
 
     // An invalid edit: logged with the key, the running settings stay.
     edit_file(&gw, |t| {
-        t.replace("max_retries = 4", "max_retries = 5\nretry_status_codes = [42]")
+        t.replace(
+            "max_retries = 4",
+            "max_retries = 5\nretry_status_codes = [42]",
+        )
     });
     wait_for("the rejection in the log", async || {
         gw.logs().contains("settings file edit rejected")

@@ -202,8 +202,28 @@ async fn browser_scenario_in_headless_chromium() {
             return;
         }
     };
+    // The plugin page must list a real plugin: a built one is published into the gateway's plugin directory.
+    let Some(plugin) = support::plugins::built("least-latency") else {
+        eprintln!("skipping the browser test: the least-latency plugin is not built");
+        return;
+    };
     let mock = MockServer::start().await.unwrap();
     let gw = GatewayBuilder::new(&mock.base_url()).start().await;
+    support::plugins::install(&plugin, &gw.dir.join("plugins"), "least-latency");
+    let session = gw.admin_token().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = gw.admin_get(&session, "/api/plugins").await;
+        let loaded = v["data"]["plugins"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|p| p["name"] == "least-latency" && p["state"] == "loaded")
+        });
+        if loaded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "plugin not loaded: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let shots = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"))
@@ -220,6 +240,7 @@ async fn browser_scenario_in_headless_chromium() {
             .env("MEDIA_ORIGIN", media_origin)
             .env("SCREENSHOT_DIR", &shots)
             .env("CHROMIUM", chromium)
+            .env("EXPECT_PLUGIN", "least-latency")
             .output()
             .expect("run node")
     })

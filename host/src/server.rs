@@ -170,16 +170,18 @@ pub async fn run_with(
 
     // setting.toml edits apply live; without a watcher the admin API still does.
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let settings_watcher =
-        match crate::live::SettingsWatcher::start(&startup.settings_path, move || {
+    let settings_watcher = match crate::live::SettingsWatcher::start(
+        &startup.settings_path,
+        move || {
             let _ = reload_tx.try_send(());
-        }) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "settings file is not watched: edits need a restart or the admin API");
-                None
-            }
-        };
+        },
+    ) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "settings file is not watched: edits need a restart or the admin API");
+            None
+        }
+    };
     {
         let state = state.clone();
         let mut stop = stop_rx.clone();

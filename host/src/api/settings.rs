@@ -44,8 +44,10 @@ async fn update(State(state): State<AppState>, Body(body): Body<Value>) -> Respo
         // `param` names the key, so a form can point at the field.
         Err(SettingsError::Invalid { key, message }) => (
             http::StatusCode::BAD_REQUEST,
-            Json(json!({"error": {"message": message, "type": "invalid_request_error",
-                "code": "invalid_setting", "param": key}})),
+            Json(
+                json!({"error": {"message": message, "type": "invalid_request_error",
+                "code": "invalid_setting", "param": key}}),
+            ),
         )
             .into_response(),
         Err(e @ SettingsError::Save { .. }) => ApiError::internal(e.to_string()).into_response(),

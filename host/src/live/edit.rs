@@ -69,7 +69,8 @@ pub fn patch(text: &str, changes: &[(String, String, Item)]) -> Result<String, S
             .as_table_like_mut()
             .ok_or_else(|| format!("`{sec}` in the settings file is not a table"))?;
         let mut item = item.clone();
-        if let (Some(old), Item::Value(new)) = (table.get(key).and_then(Item::as_value), &mut item) {
+        if let (Some(old), Item::Value(new)) = (table.get(key).and_then(Item::as_value), &mut item)
+        {
             *new.decor_mut() = old.decor().clone();
         }
         // In place, so the key keeps its decor (the comment lines above it).
@@ -88,7 +89,11 @@ pub fn write_atomic_keep_mode(path: &Path, bytes: &[u8]) -> std::io::Result<()> 
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}-{}", std::process::id(), rand::random::<u32>()));
+    name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let tmp = dir.join(name);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -130,7 +135,10 @@ mod tests {
         )
         .unwrap();
         assert!(out.contains("# top comment"), "{out}");
-        assert!(out.contains("# retries\nmax_retries = 5 # trailing"), "{out}");
+        assert!(
+            out.contains("# retries\nmax_retries = 5 # trailing"),
+            "{out}"
+        );
         assert!(out.contains("[custom]\nkeep = 1"), "{out}");
         assert!(out.contains("[global]\nlog_max_count = 7"), "{out}");
     }
@@ -138,7 +146,10 @@ mod tests {
     #[test]
     fn json_to_toml() {
         let v: Value = serde_json::json!([1, 2.5, "a", true]);
-        assert_eq!(to_toml_value(&v).unwrap().to_string(), "[1, 2.5, \"a\", true]");
+        assert_eq!(
+            to_toml_value(&v).unwrap().to_string(),
+            "[1, 2.5, \"a\", true]"
+        );
         assert!(to_toml_value(&Value::Null).is_err());
         let item = config_table(&serde_json::json!({"p": {"url": "u"}})).unwrap();
         let out = patch("", &[("plugins".into(), "config".into(), item)]).unwrap();

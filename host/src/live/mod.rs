@@ -239,13 +239,15 @@ impl Manager {
 
     /// The file's settings with the environment overrides, validated.
     fn parse(&self, text: &str) -> Result<Settings, SettingsError> {
+        // Errors name the file, not where it lives: they go back to the browser.
+        let origin = Path::new(self.path.file_name().unwrap_or_default());
         let (mut s, warnings) =
-            Settings::from_toml(text, &self.path).map_err(SettingsError::from_config)?;
+            Settings::from_toml(text, origin).map_err(SettingsError::from_config)?;
         for w in warnings {
             tracing::debug!("{w}");
         }
         self.overrides.apply(&mut s);
-        s.validate(&self.path.display().to_string())
+        s.validate(&origin.display().to_string())
             .map_err(SettingsError::from_config)?;
         Ok(s)
     }
@@ -305,7 +307,9 @@ impl Manager {
                 if let Some(var) = self.overrides.variable_for(&full) {
                     return Err(SettingsError::invalid(
                         &full,
-                        format!("`{full}` is set by the environment variable {var}; change it there"),
+                        format!(
+                            "`{full}` is set by the environment variable {var}; change it there"
+                        ),
                     ));
                 }
                 let item = if full == "plugins.config" {
@@ -411,9 +415,16 @@ fn is_secret_key(full: &str) -> bool {
         return true;
     }
     let key = full.rsplit('.').next().unwrap_or(full).to_ascii_lowercase();
-    ["password", "secret", "token", "api_key", "apikey", "credential"]
-        .iter()
-        .any(|w| key.contains(w))
+    [
+        "password",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "credential",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
 }
 
 /// Masks every credential a settings value can hold.
@@ -626,7 +637,12 @@ mod tests {
         assert!(changed.contains(&"grok.proxy_url".to_string()));
         assert!(changed.contains(&"plugins.config.hook".to_string()));
         let shown = view(&new).to_string();
-        for secret in ["sk-very-secret-value-123", "hunter2", "abcdef123", "tok-abc"] {
+        for secret in [
+            "sk-very-secret-value-123",
+            "hunter2",
+            "abcdef123",
+            "tok-abc",
+        ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert_eq!(view(&new)["grok"]["api_key"]["set"], true);
@@ -635,10 +651,7 @@ mod tests {
     #[test]
     fn masked_values_sent_back_are_unchanged() {
         let mut s = Settings::default();
-        s.grok.proxy_urls = vec![
-            "http://u:pw1@10.0.0.1:1".into(),
-            "http://10.0.0.2:2".into(),
-        ];
+        s.grok.proxy_urls = vec!["http://u:pw1@10.0.0.1:1".into(), "http://10.0.0.2:2".into()];
         let raw = serde_json::to_value(&s).unwrap();
         let shown = view(&s);
         let r = &raw["grok"]["proxy_urls"];

@@ -33,7 +33,9 @@ fn relevant(kind: &EventKind) -> bool {
     matches!(
         kind,
         EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both | RenameMode::Any))
+            | EventKind::Modify(ModifyKind::Name(
+                RenameMode::To | RenameMode::Both | RenameMode::Any
+            ))
             | EventKind::Create(_)
     )
 }
@@ -55,7 +57,11 @@ impl SettingsWatcher {
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<Event>| match res {
                 Ok(ev) if relevant(&ev.kind) => {
-                    if ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())) {
+                    if ev
+                        .paths
+                        .iter()
+                        .any(|p| p.file_name() == Some(name.as_os_str()))
+                    {
                         let _ = events.send(Msg::Changed);
                     }
                 }
