@@ -468,3 +468,47 @@ async fn a_plugin_chosen_at_run_time_fills_its_hook() {
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "plugins.pool_parser");
 }
+
+#[tokio::test]
+async fn the_log_level_changes_at_run_time() {
+    let mock = MockServer::start().await.unwrap();
+    let gw = GatewayBuilder::new(&mock.base_url())
+        .tokens(&["token-ffffffffffffffff"])
+        .unset_env("LOG_LEVEL")
+        .unset_env("RUST_LOG")
+        .global("log_level = \"INFO\"")
+        .start()
+        .await;
+    let session = gw.admin_token().await;
+    let call = async |id: &str| {
+        let r = gw
+            .chat(hello())
+            .header("x-request-id", id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    // Successful calls are logged at INFO.
+    call("rid-at-info-1").await;
+    wait_for("the INFO call line", async || {
+        gw.logs().contains("rid-at-info-1")
+    })
+    .await;
+
+    let (status, v) =
+        settings_post(&gw, &session, json!({"global": {"log_level": "WARNING"}})).await;
+    assert_eq!(status, 200, "{v}");
+    call("rid-at-warn-2").await;
+    let (status, v) = settings_post(&gw, &session, json!({"global": {"log_level": "INFO"}})).await;
+    assert_eq!(status, 200, "{v}");
+    call("rid-at-info-3").await;
+    wait_for("the INFO call line again", async || {
+        gw.logs().contains("rid-at-info-3")
+    })
+    .await;
+    assert!(
+        !gw.logs().contains("rid-at-warn-2"),
+        "an INFO line was written while the level was WARNING"
+    );
+}

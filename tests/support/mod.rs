@@ -64,6 +64,7 @@ pub struct GatewayBuilder {
     settings: String,
     tokens: Option<String>,
     env: Vec<(String, String)>,
+    unset: Vec<String>,
     dir: Option<PathBuf>,
 }
 
@@ -74,6 +75,7 @@ impl GatewayBuilder {
             settings: format!("[grok]\nbase_url = \"{mock_base_url}\"\napi_key = \"{API_KEY}\"\n"),
             tokens: None,
             env: Vec::new(),
+            unset: Vec::new(),
             dir: None,
         }
     }
@@ -109,6 +111,11 @@ impl GatewayBuilder {
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    /// Leave out a variable the builder sets by default (e.g. `LOG_LEVEL`, `RUST_LOG`).
+    pub fn unset_env(mut self, k: &str) -> Self {
+        self.unset.push(k.into());
         self
     }
     /// Reuse a data directory (to restart a gateway on the same state).
@@ -151,6 +158,9 @@ impl GatewayBuilder {
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        for k in &self.unset {
+            cmd.env_remove(k);
         }
         let mut child = cmd.spawn().expect("start grok2api");
         let logs = Arc::new(Mutex::new(String::new()));
