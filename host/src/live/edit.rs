@@ -58,9 +58,12 @@ pub fn config_table(v: &Value) -> Result<Item, String> {
 /// Sets each `(section, key, value)` in the document `text`, keeping everything else as it was (a replaced
 /// value keeps its trailing comment).
 pub fn patch(text: &str, changes: &[(String, String, Item)]) -> Result<String, String> {
-    let mut doc: DocumentMut = text
-        .parse()
-        .map_err(|e: toml_edit::TomlError| format!("the settings file does not parse: {e}"))?;
+    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+        format!(
+            "the settings file does not parse: {}",
+            super::without_source_lines(&e.to_string())
+        )
+    })?;
     for (sec, key, item) in changes {
         if !doc.contains_key(sec) {
             doc.insert(sec, Item::Table(Table::new()));

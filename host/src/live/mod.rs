@@ -99,6 +99,12 @@ impl SettingsError {
     fn from_config(e: ConfigError) -> SettingsError {
         match &e {
             ConfigError::Invalid { key, .. } => SettingsError::invalid(key.clone(), e.to_string()),
+            // The parser quotes the offending source line, which may hold a secret: keep only the position and
+            // the problem.
+            ConfigError::Parse { path, message } => SettingsError::invalid(
+                String::new(),
+                format!("{}: {}", path.display(), without_source_lines(message)),
+            ),
             _ => SettingsError::invalid(String::new(), e.to_string()),
         }
     }
@@ -402,6 +408,16 @@ impl Manager {
     }
 }
 
+/// A TOML error message without the quoted source (`3 | key = "…"` and its marker lines).
+pub(crate) fn without_source_lines(message: &str) -> String {
+    message
+        .lines()
+        .filter(|l| !l.contains('|') && !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 fn sections(v: &Value) -> impl Iterator<Item = (&String, &Map<String, Value>)> {
     v.as_object()
         .into_iter()
@@ -646,6 +662,16 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert_eq!(view(&new)["grok"]["api_key"]["set"], true);
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_the_file() {
+        let text = "[global]\nadmin_password = \"hunter2-unterminated\n";
+        let e = Settings::from_toml(text, Path::new("setting.toml")).unwrap_err();
+        assert!(e.to_string().contains("hunter2"), "the raw error quotes it");
+        let msg = SettingsError::from_config(e).to_string();
+        assert!(!msg.contains("hunter2"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
     }
 
     #[test]
