@@ -295,7 +295,9 @@ async fn chat_webhook_plugin_posts_slack_messages() {
             .filter(|h| h.status == 200)
             .map(|h| {
                 let text = h.body["text"].as_str().unwrap_or_default();
-                text.lines().filter(|l| l.contains("grok-4-fast 200")).count()
+                text.lines()
+                    .filter(|l| l.contains("grok-4-fast 200"))
+                    .count()
             })
             .sum();
         if calls >= 4 {
@@ -339,7 +341,11 @@ async fn receiver_outage_loses_nothing() {
     // The receiver answers 503 a few times: retried, not given up.
     let deadline = Instant::now() + Duration::from_secs(20);
     while rx.hits().len() < 3 {
-        assert!(Instant::now() < deadline, "no retries; logs:\n{}", gw.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no retries; logs:\n{}",
+            gw.logs()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(rx.delivered_ids().is_empty());
@@ -497,7 +503,12 @@ async fn pool_api_policy_and_redirects() {
     for (path, deny, want_ok, want_text) in [
         ("/hop", "", true, ""),
         ("/moved", "", false, "metadata"),
-        ("/ok", "proxy_pool_deny = [\"loopback\"]", false, "deny list"),
+        (
+            "/ok",
+            "proxy_pool_deny = [\"loopback\"]",
+            false,
+            "deny list",
+        ),
     ] {
         let mut b = GatewayBuilder::new(&mock.base_url())
             .tokens(&["tok-a"])

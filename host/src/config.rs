@@ -501,7 +501,9 @@ impl GlobalSettings {
         secs(self.shutdown_grace)
     }
     /// The webhook destination policy (validated lists).
-    pub fn webhook_policy(&self) -> Result<crate::netpolicy::NetPolicy, crate::netpolicy::BadEntry> {
+    pub fn webhook_policy(
+        &self,
+    ) -> Result<crate::netpolicy::NetPolicy, crate::netpolicy::BadEntry> {
         crate::netpolicy::NetPolicy::new(&self.webhook_allow, &self.webhook_deny, &[])
     }
 }
@@ -744,7 +746,10 @@ impl Settings {
             }
         }
         if g.webhook_outbox_max == 0 {
-            return Err(bad("global.webhook_outbox_max", "must be at least 1".into()));
+            return Err(bad(
+                "global.webhook_outbox_max",
+                "must be at least 1".into(),
+            ));
         }
         for (key, v) in [
             ("global.webhook_timeout", g.webhook_timeout),
@@ -997,14 +1002,35 @@ mod tests {
             ),
             ("[global]\nlog_level = \"LOUD\"\n", "global.log_level"),
             ("[global]\ntimezone = \"Mars/Olympus\"\n", "global.timezone"),
-            ("[global]\nwebhook_allow = [\"a b\"]\n", "global.webhook_allow"),
-            ("[global]\nwebhook_deny = [\"10.0.0.0/40\"]\n", "global.webhook_deny"),
-            ("[grok]\nproxy_pool_allow = [\"http://x\"]\n", "grok.proxy_pool_allow"),
+            (
+                "[global]\nwebhook_allow = [\"a b\"]\n",
+                "global.webhook_allow",
+            ),
+            (
+                "[global]\nwebhook_deny = [\"10.0.0.0/40\"]\n",
+                "global.webhook_deny",
+            ),
+            (
+                "[grok]\nproxy_pool_allow = [\"http://x\"]\n",
+                "grok.proxy_pool_allow",
+            ),
             ("[grok]\nproxy_pool_deny = [\"\"]\n", "grok.proxy_pool_deny"),
-            ("[global]\nlog_webhook_url = \"ftp://x/secret\"\n", "global.log_webhook_url"),
-            ("[global]\nwebhook_outbox_max = 0\n", "global.webhook_outbox_max"),
-            ("[global]\nwebhook_backoff_base = 0\n", "global.webhook_backoff_base"),
-            ("[global]\nwebhook_backoff_base = 5\nwebhook_backoff_max = 1\n", "global.webhook_backoff_max"),
+            (
+                "[global]\nlog_webhook_url = \"ftp://x/secret\"\n",
+                "global.log_webhook_url",
+            ),
+            (
+                "[global]\nwebhook_outbox_max = 0\n",
+                "global.webhook_outbox_max",
+            ),
+            (
+                "[global]\nwebhook_backoff_base = 0\n",
+                "global.webhook_backoff_base",
+            ),
+            (
+                "[global]\nwebhook_backoff_base = 5\nwebhook_backoff_max = 1\n",
+                "global.webhook_backoff_max",
+            ),
             (
                 "[grok]\nstream_chunk_timeout = -1\n",
                 "grok.stream_chunk_timeout",

@@ -266,13 +266,12 @@ impl NetPolicy {
         {
             return Err(Denied::DenyList { host });
         }
-        if !self.allow.is_empty()
-            && !self.allow.iter().any(name_hit)
-            && !(!ips.is_empty()
-                && ips
-                    .iter()
-                    .all(|ip| self.allow.iter().any(|r| r.matches_ip(*ip))))
-        {
+        let all_ips_allowed = !ips.is_empty()
+            && ips
+                .iter()
+                .all(|ip| self.allow.iter().any(|r| r.matches_ip(*ip)));
+        let allowed = self.allow.is_empty() || self.allow.iter().any(name_hit) || all_ips_allowed;
+        if !allowed {
             return Err(Denied::NotAllowed { host });
         }
         for ip in &ips {
@@ -406,8 +405,16 @@ mod tests {
     #[test]
     fn default_denies_non_public_addresses() {
         let webhook = p(&[], &[], &[]);
-        assert!(webhook.check("hooks.example.com", &[ip("93.184.216.34")]).is_ok());
-        for a in ["127.0.0.1", "10.0.0.1", "169.254.169.254", "fe80::1", "::ffff:10.0.0.1"] {
+        assert!(webhook
+            .check("hooks.example.com", &[ip("93.184.216.34")])
+            .is_ok());
+        for a in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "169.254.169.254",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             let e = webhook.check("h.example", &[ip(a)]).unwrap_err();
             assert!(matches!(e, Denied::Special { .. }), "{a}: {e}");
         }
@@ -462,7 +469,11 @@ mod tests {
 
     #[test]
     fn deny_wins() {
-        let pol = p(&["*", "loopback"], &["*.internal.example", "1.2.3.0/24"], &[]);
+        let pol = p(
+            &["*", "loopback"],
+            &["*.internal.example", "1.2.3.0/24"],
+            &[],
+        );
         assert!(matches!(
             pol.check("a.internal.example", &[ip("5.5.5.5")]),
             Err(Denied::DenyList { .. })
@@ -479,14 +490,34 @@ mod tests {
 
     #[test]
     fn bad_entries_are_rejected() {
-        for bad in ["", "a b", "http://x", "10.0.0.0/33", "ex ample.com", "*.", "a..b"] {
+        for bad in [
+            "",
+            "a b",
+            "http://x",
+            "10.0.0.0/33",
+            "ex ample.com",
+            "*.",
+            "a..b",
+        ] {
             assert!(
                 NetPolicy::new(&[bad.to_string()], &[], &[]).is_err(),
                 "{bad:?} accepted"
             );
         }
-        for good in ["*", "loopback", "::1", "fd00::/8", "*.x.io", ".x.io", "x-y.io", "LOCALHOST"] {
-            assert!(NetPolicy::new(&[good.to_string()], &[], &[]).is_ok(), "{good}");
+        for good in [
+            "*",
+            "loopback",
+            "::1",
+            "fd00::/8",
+            "*.x.io",
+            ".x.io",
+            "x-y.io",
+            "LOCALHOST",
+        ] {
+            assert!(
+                NetPolicy::new(&[good.to_string()], &[], &[]).is_ok(),
+                "{good}"
+            );
         }
     }
 
@@ -517,7 +548,10 @@ mod tests {
             mask_destination("https://u:pw@hooks.slack.com/services/T/B/secret?x=1"),
             "https://hooks.slack.com/****"
         );
-        assert_eq!(mask_destination("http://127.0.0.1:8080/"), "http://127.0.0.1:8080/");
+        assert_eq!(
+            mask_destination("http://127.0.0.1:8080/"),
+            "http://127.0.0.1:8080/"
+        );
         assert_eq!(mask_destination("not a url"), "****");
     }
 }

@@ -245,7 +245,15 @@ pub async fn run(
             serve.abort();
         }
     }
-    flush(&tokens, &proxies, &calllog, webhooks.as_ref(), &stop_tx, background).await;
+    flush(
+        &tokens,
+        &proxies,
+        &calllog,
+        webhooks.as_ref(),
+        &stop_tx,
+        background,
+    )
+    .await;
     drop(plugin_watcher);
     tracing::info!("bye");
     Ok(())

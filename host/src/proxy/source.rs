@@ -94,7 +94,10 @@ impl FetchState {
                     self.denied.fetch_add(1, Relaxed);
                     metrics::counter!("grok2api_netpolicy_denied_total", "use" => "pool_api")
                         .increment(1);
-                    return Err(FetchError::Denied(format!("{}: {d}", mask_url(url.as_str()))));
+                    return Err(FetchError::Denied(format!(
+                        "{}: {d}",
+                        mask_url(url.as_str())
+                    )));
                 }
                 Err(e) => return Err(FetchError::Request(e.to_string())),
             }

@@ -62,7 +62,9 @@ mod tests {
             .collect();
         let reqs = w.deliver(&entries).unwrap();
         assert_eq!(reqs.len(), 3);
-        assert!(reqs.iter().all(|r| r.method == "POST" && r.url.ends_with("/hook")));
+        assert!(reqs
+            .iter()
+            .all(|r| r.method == "POST" && r.url.ends_with("/hook")));
         let v: serde_json::Value = serde_json::from_slice(&reqs[2].body).unwrap();
         assert_eq!(v["count"], 50);
         assert_eq!(v["entries"][0]["request_id"], "req-400");

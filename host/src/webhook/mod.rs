@@ -107,15 +107,12 @@ impl Options {
 }
 
 /// The sinks configured: the built-in (when `log_webhook_url` is set) first, then the plugins in order.
-pub fn sinks(
-    g: &GlobalSettings,
-    plugins: Vec<Arc<dyn LogWebhook>>,
-) -> Vec<Arc<dyn LogWebhook>> {
+pub fn sinks(g: &GlobalSettings, plugins: Vec<Arc<dyn LogWebhook>>) -> Vec<Arc<dyn LogWebhook>> {
     let mut v: Vec<Arc<dyn LogWebhook>> = Vec::new();
     if !g.log_webhook_url.expose().trim().is_empty() {
-        v.push(Arc::new(builtin::JsonWebhook::new(crate::secret::Secret::new(
-            g.log_webhook_url.expose().trim(),
-        ))));
+        v.push(Arc::new(builtin::JsonWebhook::new(
+            crate::secret::Secret::new(g.log_webhook_url.expose().trim()),
+        )));
     }
     v.extend(plugins);
     v
@@ -510,7 +507,10 @@ async fn run_sender(inner: Arc<Inner>, sink: Arc<Sink>, mut stop: watch::Receive
                     inner.outbox.lock().remove(&sink.name, item.id);
                     done.push(item.id);
                 }
-                Outcome::Retry { error, retry_after: ra } => {
+                Outcome::Retry {
+                    error,
+                    retry_after: ra,
+                } => {
                     any_retry = true;
                     retry_after = retry_after.max(ra);
                     sink.error(format!("{dest}: {error}"));

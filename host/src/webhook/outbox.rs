@@ -113,7 +113,10 @@ impl Outbox {
                 let mut aside = path.clone().into_os_string();
                 aside.push(".corrupt");
                 let _ = std::fs::rename(&path, &aside);
-                notes.push(format!("unreadable outbox file {} moved aside", path.display()));
+                notes.push(format!(
+                    "unreadable outbox file {} moved aside",
+                    path.display()
+                ));
                 continue;
             };
             ob.next_id = ob.next_id.max(s.id + 1);
@@ -349,7 +352,7 @@ mod tests {
         drop(ob);
 
         // Reopen: what was not delivered is back, in order, with its bytes; sink "a" is gone from the config.
-        let (mut ob, notes) = Outbox::open(dir.path(), 10, &[b.clone()]).unwrap();
+        let (mut ob, notes) = Outbox::open(dir.path(), 10, std::slice::from_ref(&b)).unwrap();
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert_eq!(ob.len(), 1);
         let (due, _) = ob.take_due("b", 5, 300, 1_000);
@@ -373,6 +376,10 @@ mod tests {
         let (ob, notes) = Outbox::open(dir.path(), 10, &[Arc::from("a")]).unwrap();
         assert!(ob.is_empty());
         assert_eq!(notes.len(), 1);
-        assert!(dir.path().join(DIR).join("00000000000000000007.json.corrupt").exists());
+        assert!(dir
+            .path()
+            .join(DIR)
+            .join("00000000000000000007.json.corrupt")
+            .exists());
     }
 }

@@ -17,7 +17,10 @@ pub enum Outcome {
         retry_after: Option<Duration>,
     },
     /// Other 4xx, redirects, a denied destination, a malformed request: sending again would not help.
-    GiveUp { error: String, reason: &'static str },
+    GiveUp {
+        error: String,
+        reason: &'static str,
+    },
 }
 
 /// The webhook client: no redirects (a redirect could lead past the destination policy), no proxy, the
@@ -92,7 +95,10 @@ pub async fn send(client: &reqwest::Client, policy: &NetPolicy, req: &OutboundRe
             retry_after,
         }
     } else if status.is_redirection() {
-        give_up(format!("HTTP {code}: redirects are not followed"), "rejected")
+        give_up(
+            format!("HTTP {code}: redirects are not followed"),
+            "rejected",
+        )
     } else {
         give_up(format!("HTTP {code}"), "rejected")
     }
@@ -120,7 +126,10 @@ mod tests {
             let b1 = backoff(1, base, max);
             assert!(b1 >= Duration::from_millis(50) && b1 <= base, "{b1:?}");
             let b4 = backoff(4, base, max);
-            assert!(b4 >= Duration::from_millis(400) && b4 <= Duration::from_millis(800), "{b4:?}");
+            assert!(
+                b4 >= Duration::from_millis(400) && b4 <= Duration::from_millis(800),
+                "{b4:?}"
+            );
             let big = backoff(40, base, max);
             assert!(big >= max / 2 && big <= max, "{big:?}");
         }
@@ -145,7 +154,10 @@ mod tests {
                     )
                 }),
             )
-            .route("/down", post(|| async { http::StatusCode::SERVICE_UNAVAILABLE }))
+            .route(
+                "/down",
+                post(|| async { http::StatusCode::SERVICE_UNAVAILABLE }),
+            )
             .route("/bad", post(|| async { http::StatusCode::BAD_REQUEST }))
             .route(
                 "/moved",
@@ -154,9 +166,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let allow = std::sync::Arc::new(
-            NetPolicy::new(&["127.0.0.1".to_string()], &[], &[]).unwrap(),
-        );
+        let allow =
+            std::sync::Arc::new(NetPolicy::new(&["127.0.0.1".to_string()], &[], &[]).unwrap());
         let c = client(&allow, Duration::from_secs(5));
         let req = |path: &str| OutboundRequest {
             method: "POST".into(),
@@ -172,14 +183,23 @@ mod tests {
                 retry_after: Some(Duration::from_secs(7))
             }
         );
-        assert!(matches!(send(&c, &allow, &req("/down")).await, Outcome::Retry { .. }));
+        assert!(matches!(
+            send(&c, &allow, &req("/down")).await,
+            Outcome::Retry { .. }
+        ));
         assert!(matches!(
             send(&c, &allow, &req("/bad")).await,
-            Outcome::GiveUp { reason: "rejected", .. }
+            Outcome::GiveUp {
+                reason: "rejected",
+                ..
+            }
         ));
         assert!(matches!(
             send(&c, &allow, &req("/moved")).await,
-            Outcome::GiveUp { reason: "rejected", .. }
+            Outcome::GiveUp {
+                reason: "rejected",
+                ..
+            }
         ));
         // Nothing listens on port 9: a connect error, retried; its text has no URL (no secret).
         let mut down = req("/x");
@@ -193,7 +213,10 @@ mod tests {
         let c2 = client(&strict, Duration::from_secs(5));
         assert!(matches!(
             send(&c2, &strict, &req("/ok")).await,
-            Outcome::GiveUp { reason: "denied", .. }
+            Outcome::GiveUp {
+                reason: "denied",
+                ..
+            }
         ));
     }
 }
