@@ -27,6 +27,7 @@ fn record_cost(c: &mut Criterion) {
                 flush_interval: Duration::from_secs(2),
                 log_models_calls: false,
                 metrics_per_token: false,
+                webhooks: None,
             },
         )
         .await

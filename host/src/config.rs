@@ -99,6 +99,24 @@ pub struct GlobalSettings {
     /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
     #[serde(serialize_with = "crate::secret::serialize_presence")]
     pub metrics_token: Secret,
+    /// The built-in JSON webhook: call-log batches are POSTed here; empty = off. A secret (its path or query
+    /// often is the credential): shown masked.
+    pub log_webhook_url: Secret,
+    /// Most webhook requests waiting in the outbox; beyond it the oldest are dropped (and counted).
+    pub webhook_outbox_max: usize,
+    /// Seconds one webhook request may take.
+    pub webhook_timeout: f64,
+    /// Attempts per webhook request before it is given up (0 = no limit; `webhook_max_age` still applies).
+    pub webhook_max_attempts: u32,
+    /// Seconds a webhook request is retried before it is given up.
+    pub webhook_max_age: f64,
+    /// Seconds before the first retry; doubles per failure (with jitter) up to `webhook_backoff_max`.
+    pub webhook_backoff_base: f64,
+    pub webhook_backoff_max: f64,
+    /// Webhook destinations: allow and deny lists (hosts, `.domain` suffixes, IPs, CIDRs, classes). Loopback,
+    /// private, link-local and metadata addresses are refused unless allowed explicitly.
+    pub webhook_allow: Vec<String>,
+    pub webhook_deny: Vec<String>,
 }
 
 impl Default for GlobalSettings {
@@ -119,6 +137,15 @@ impl Default for GlobalSettings {
             shutdown_grace: 30.0,
             metrics_per_token: false,
             metrics_token: Secret::new(""),
+            log_webhook_url: Secret::new(""),
+            webhook_outbox_max: 5000,
+            webhook_timeout: 10.0,
+            webhook_max_attempts: 20,
+            webhook_max_age: 86_400.0,
+            webhook_backoff_base: 1.0,
+            webhook_backoff_max: 300.0,
+            webhook_allow: Vec::new(),
+            webhook_deny: Vec::new(),
         }
     }
 }
@@ -141,6 +168,10 @@ pub struct GrokSettings {
     pub proxy_pool_ttl: u64,
     /// Most proxies fetched from the pool API kept at once.
     pub proxy_pool_max: usize,
+    /// Pool-API destinations: allow and deny lists like `global.webhook_allow`; loopback is allowed by default
+    /// (local pool services), other private addresses are not.
+    pub proxy_pool_allow: Vec<String>,
+    pub proxy_pool_deny: Vec<String>,
     /// Whether requests may leave directly when no proxy is usable; `auto` = only when no proxy is configured.
     pub allow_direct: DirectPolicy,
     /// Consecutive failures after which a proxy is unhealthy and its tokens are unbound.
@@ -172,6 +203,8 @@ impl Default for GrokSettings {
             proxy_pool_interval: 300,
             proxy_pool_ttl: 0,
             proxy_pool_max: 500,
+            proxy_pool_allow: Vec::new(),
+            proxy_pool_deny: Vec::new(),
             allow_direct: DirectPolicy::Auto,
             proxy_max_fails: 3,
             proxy_test_url: String::new(),
@@ -315,6 +348,12 @@ impl PluginSettings {
             }
             if !seen.insert(name) {
                 return Err(bad("plugins.webhooks", format!("`{name}` is listed twice")));
+            }
+            if name == crate::webhook::BUILTIN_SINK {
+                return Err(bad(
+                    "plugins.webhooks",
+                    format!("`{name}` names the built-in JSON webhook (global.log_webhook_url)"),
+                ));
             }
         }
         // A component implements one world, so one file cannot fill two different hooks.
@@ -474,6 +513,23 @@ impl GlobalSettings {
     }
     pub fn shutdown_grace(&self) -> Duration {
         secs(self.shutdown_grace)
+    }
+    /// The webhook destination policy (validated lists).
+    pub fn webhook_policy(
+        &self,
+    ) -> Result<crate::netpolicy::NetPolicy, crate::netpolicy::BadEntry> {
+        crate::netpolicy::NetPolicy::new(&self.webhook_allow, &self.webhook_deny, &[])
+    }
+}
+
+impl GrokSettings {
+    /// The pool-API destination policy: loopback allowed unless denied.
+    pub fn pool_policy(&self) -> Result<crate::netpolicy::NetPolicy, crate::netpolicy::BadEntry> {
+        crate::netpolicy::NetPolicy::new(
+            &self.proxy_pool_allow,
+            &self.proxy_pool_deny,
+            &[crate::netpolicy::Class::Loopback],
+        )
     }
 }
 
@@ -682,6 +738,52 @@ impl Settings {
                 ),
             ));
         }
+        for (key, list) in [
+            ("global.webhook_allow", &g.webhook_allow),
+            ("global.webhook_deny", &g.webhook_deny),
+            ("grok.proxy_pool_allow", &k.proxy_pool_allow),
+            ("grok.proxy_pool_deny", &k.proxy_pool_deny),
+        ] {
+            crate::netpolicy::NetPolicy::new(list, &[], &[]).map_err(|e| bad(key, e.0))?;
+        }
+        let hook = g.log_webhook_url.expose().trim();
+        if !hook.is_empty() {
+            match reqwest::Url::parse(hook) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                // Never echo the URL: it is a secret.
+                _ => {
+                    return Err(bad(
+                        "global.log_webhook_url",
+                        "must be an http or https URL".into(),
+                    ))
+                }
+            }
+        }
+        if g.webhook_outbox_max == 0 {
+            return Err(bad(
+                "global.webhook_outbox_max",
+                "must be at least 1".into(),
+            ));
+        }
+        for (key, v) in [
+            ("global.webhook_timeout", g.webhook_timeout),
+            ("global.webhook_max_age", g.webhook_max_age),
+            ("global.webhook_backoff_base", g.webhook_backoff_base),
+            ("global.webhook_backoff_max", g.webhook_backoff_max),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(
+                    key,
+                    format!("must be a positive number of seconds, got {v}"),
+                ));
+            }
+        }
+        if g.webhook_backoff_max < g.webhook_backoff_base {
+            return Err(bad(
+                "global.webhook_backoff_max",
+                "must be at least global.webhook_backoff_base".into(),
+            ));
+        }
         self.plugins.validate(&bad)?;
         Ok(())
     }
@@ -703,6 +805,15 @@ const GLOBAL_KEYS: &[&str] = &[
     "shutdown_grace",
     "metrics_per_token",
     "metrics_token",
+    "log_webhook_url",
+    "webhook_outbox_max",
+    "webhook_timeout",
+    "webhook_max_attempts",
+    "webhook_max_age",
+    "webhook_backoff_base",
+    "webhook_backoff_max",
+    "webhook_allow",
+    "webhook_deny",
 ];
 #[cfg(test)]
 const PLUGIN_KEYS: &[&str] = &[
@@ -725,6 +836,8 @@ const GROK_KEYS: &[&str] = &[
     "proxy_pool_interval",
     "proxy_pool_ttl",
     "proxy_pool_max",
+    "proxy_pool_allow",
+    "proxy_pool_deny",
     "allow_direct",
     "proxy_max_fails",
     "proxy_test_url",
@@ -970,6 +1083,35 @@ mod tests {
             ("[global]\nlog_level = \"LOUD\"\n", "global.log_level"),
             ("[global]\ntimezone = \"Mars/Olympus\"\n", "global.timezone"),
             (
+                "[global]\nwebhook_allow = [\"a b\"]\n",
+                "global.webhook_allow",
+            ),
+            (
+                "[global]\nwebhook_deny = [\"10.0.0.0/40\"]\n",
+                "global.webhook_deny",
+            ),
+            (
+                "[grok]\nproxy_pool_allow = [\"http://x\"]\n",
+                "grok.proxy_pool_allow",
+            ),
+            ("[grok]\nproxy_pool_deny = [\"\"]\n", "grok.proxy_pool_deny"),
+            (
+                "[global]\nlog_webhook_url = \"ftp://x/secret\"\n",
+                "global.log_webhook_url",
+            ),
+            (
+                "[global]\nwebhook_outbox_max = 0\n",
+                "global.webhook_outbox_max",
+            ),
+            (
+                "[global]\nwebhook_backoff_base = 0\n",
+                "global.webhook_backoff_base",
+            ),
+            (
+                "[global]\nwebhook_backoff_base = 5\nwebhook_backoff_max = 1\n",
+                "global.webhook_backoff_max",
+            ),
+            (
                 "[grok]\nstream_chunk_timeout = -1\n",
                 "grok.stream_chunk_timeout",
             ),
@@ -1106,6 +1248,8 @@ mod tests {
         assert!(err.contains("selecter"), "{err}");
         for (text, key) in [
             ("[plugins]\nselector = \"../x\"\n", "plugins.selector"),
+            ("[plugins]\nwebhooks = [\"builtin\"]\n", "plugins.webhooks"),
+            ("[plugins]\nwebhooks = [\"builtin\"]\n", "plugins.webhooks"),
             ("[plugins]\nwebhooks = [\"a\", \"a\"]\n", "plugins.webhooks"),
             (
                 "[plugins]\nselector = \"a\"\npool_parser = \"a\"\n",

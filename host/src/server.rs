@@ -96,6 +96,20 @@ pub async fn run_with(
         tokens.pull_shared().await?;
         proxies.pull_shared().await?;
     }
+    // The webhooks' channel exists before the call log starts, so no entry is missed; the dispatcher reading
+    // it starts once the plugins are loaded.
+    let webhook_policy = settings
+        .global
+        .webhook_policy()
+        .map_err(|e| ServerError::Settings(format!("global.webhook_allow/deny: {e}")))?;
+    let (feed, feed_rx) = if settings.global.log_webhook_url.expose().trim().is_empty()
+        && settings.plugins.webhooks.is_empty()
+    {
+        (None, None)
+    } else {
+        let (f, r) = crate::webhook::feed();
+        (Some(f), Some(r))
+    };
     let calllog = CallLog::start(
         storage.clone(),
         &tokens,
@@ -104,6 +118,7 @@ pub async fn run_with(
             flush_interval: settings.global.log_flush_every(),
             log_models_calls: settings.global.log_models_calls,
             metrics_per_token: settings.global.metrics_per_token,
+            webhooks: feed,
         },
     )
     .await?;
@@ -121,6 +136,23 @@ pub async fn run_with(
     proxies.set_selector(plugins.selector());
     proxies.set_parser(plugins.pool_parser());
     plugins.set_direct_allowed(proxies.direct_allowed());
+    let webhooks = match feed_rx {
+        Some(rx) => {
+            let sinks = crate::webhook::sinks(&settings.global, plugins.webhooks());
+            let d = crate::webhook::Dispatcher::start(
+                &startup.data_dir,
+                rx,
+                sinks,
+                webhook_policy,
+                crate::webhook::Options::from_settings(&settings.global),
+                settings.global.log_webhook_url.expose().trim(),
+            )?;
+            let names: Vec<String> = d.status().sinks.into_iter().map(|s| s.name).collect();
+            tracing::info!(webhooks = ?names, "call-log webhooks on");
+            Some(d)
+        }
+        None => None,
+    };
     // Without a watcher plugins still load at start-up and on POST /api/plugins/reload.
     let plugin_watcher = match crate::plugins::Watcher::start(plugins.clone()) {
         Ok(w) => Some(w),
@@ -147,6 +179,7 @@ pub async fn run_with(
         calllog: calllog.clone(),
         metrics,
         plugins,
+        webhooks: webhooks.clone(),
         storage_mode: startup.storage_mode,
         started: Instant::now(),
     }));
@@ -240,7 +273,7 @@ pub async fn run_with(
         r = &mut serve => {
             // The server ended on its own: an error; still flush what we have.
             let r = r.map_err(|e| ServerError::Serve(std::io::Error::other(e)));
-            flush(&tokens, &proxies, &calllog, &stop_tx, background).await;
+            flush(&tokens, &proxies, &calllog, webhooks.as_ref(), &stop_tx, background).await;
             return r?.map_err(ServerError::Serve);
         }
         _ = signal_rx => {}
@@ -259,7 +292,15 @@ pub async fn run_with(
             serve.abort();
         }
     }
-    flush(&tokens, &proxies, &calllog, &stop_tx, background).await;
+    flush(
+        &tokens,
+        &proxies,
+        &calllog,
+        webhooks.as_ref(),
+        &stop_tx,
+        background,
+    )
+    .await;
     drop(plugin_watcher);
     drop(settings_watcher);
     tracing::info!("bye");
@@ -270,6 +311,7 @@ async fn flush(
     tokens: &TokenPool,
     proxies: &ProxyPool,
     calllog: &CallLog,
+    webhooks: Option<&crate::webhook::Dispatcher>,
     stop_tx: &tokio::sync::watch::Sender<bool>,
     background: Vec<tokio::task::JoinHandle<()>>,
 ) {
@@ -280,6 +322,10 @@ async fn flush(
     calllog.shutdown().await;
     let q = calllog.queue_stats();
     tracing::info!(recorded = q.recorded, dropped = q.dropped, "call log saved");
+    // After the call log: its last entries are in the webhooks' channel by now.
+    if let Some(w) = webhooks {
+        w.shutdown().await;
+    }
     if let Err(e) = proxies.save_if_dirty().await {
         tracing::error!(error = %e, "saving proxy state at shutdown failed");
     }

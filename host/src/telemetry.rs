@@ -85,6 +85,38 @@ fn describe() {
         "grok2api_calllog_persist_errors_total",
         "Failed call-log writes (retried)"
     );
+    describe_counter!(
+        "grok2api_webhook_queued_total",
+        "Webhook requests added to the outbox, per sink"
+    );
+    describe_counter!(
+        "grok2api_webhook_delivered_total",
+        "Webhook requests delivered (2xx), per sink"
+    );
+    describe_counter!(
+        "grok2api_webhook_failed_total",
+        "Webhook requests given up (4xx, denied, too old, too many attempts, plugin error), per sink"
+    );
+    describe_counter!(
+        "grok2api_webhook_retried_total",
+        "Webhook attempts that failed and will be retried, per sink"
+    );
+    describe_counter!(
+        "grok2api_webhook_dropped_total",
+        "Webhook requests dropped because the outbox was full, per sink"
+    );
+    describe_counter!(
+        "grok2api_webhook_entries_dropped_total",
+        "Call-log entries not handed to the webhooks because their queue was full"
+    );
+    describe_gauge!(
+        "grok2api_webhook_outbox_depth",
+        "Webhook requests waiting in the outbox"
+    );
+    describe_counter!(
+        "grok2api_netpolicy_denied_total",
+        "Requests to a destination the allow/deny policy refused, by use (webhook, pool_api)"
+    );
 }
 
 /// Bounded model labels: reads are lock-free; a new model takes a mutex once.
@@ -178,6 +210,20 @@ pub fn set_state_gauges(tokens: &crate::tokens::TokenPool, queue: &crate::calllo
     counter!("grok2api_calllog_recorded_total").absolute(queue.recorded);
     counter!("grok2api_calllog_dropped_total").absolute(queue.dropped);
     counter!("grok2api_calllog_persist_errors_total").absolute(queue.persist_errors);
+}
+
+/// Sets the webhook counters and gauges just before a scrape (sink names are bounded by the settings).
+pub fn set_webhook_metrics(status: &crate::webhook::Status) {
+    gauge!("grok2api_webhook_outbox_depth").set(status.outbox_depth as f64);
+    counter!("grok2api_webhook_entries_dropped_total").absolute(status.entries_dropped);
+    for s in &status.sinks {
+        let sink = s.name.clone();
+        counter!("grok2api_webhook_queued_total", "sink" => sink.clone()).absolute(s.queued);
+        counter!("grok2api_webhook_delivered_total", "sink" => sink.clone()).absolute(s.delivered);
+        counter!("grok2api_webhook_failed_total", "sink" => sink.clone()).absolute(s.failed);
+        counter!("grok2api_webhook_retried_total", "sink" => sink.clone()).absolute(s.retried);
+        counter!("grok2api_webhook_dropped_total", "sink" => sink).absolute(s.dropped);
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(super::logs::router())
         .merge(super::plugins::router())
         .merge(super::settings::router())
+        .merge(super::webhooks::router())
         .route_layer(middleware::from_fn_with_state(state, require_session));
     Router::new()
         .route("/api/login", post(login))

@@ -9,6 +9,7 @@ mod proxies;
 mod settings;
 mod timeline;
 mod ui;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +40,8 @@ pub struct AppInner {
     /// `None` when another recorder was installed first (only in embedding tests).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub plugins: crate::plugins::Registry,
+    /// `None` when no webhook is configured.
+    pub webhooks: Option<crate::webhook::Dispatcher>,
     pub storage_mode: StorageMode,
     pub started: Instant,
 }
@@ -126,6 +129,9 @@ async fn metrics(State(state): State<AppState>, headers: http::HeaderMap) -> Res
         .into_response();
     };
     crate::telemetry::set_state_gauges(&state.tokens, &state.calllog.queue_stats());
+    if let Some(w) = &state.webhooks {
+        crate::telemetry::set_webhook_metrics(&w.status());
+    }
     (
         [(
             http::header::CONTENT_TYPE,

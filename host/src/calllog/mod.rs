@@ -156,6 +156,8 @@ pub struct CallLogOptions {
     pub flush_interval: Duration,
     pub log_models_calls: bool,
     pub metrics_per_token: bool,
+    /// Where new entries go for the webhooks, when any is configured.
+    pub webhooks: Option<crate::webhook::Feed>,
 }
 
 impl CallLog {
@@ -215,6 +217,7 @@ impl CallLog {
             },
             shared,
             cursor: Default::default(),
+            webhooks: opts.webhooks,
         };
         // Fold what was loaded (journal, Grok2API secrets to scrub, entries past retention) into one clean file.
         let initial_compaction = !writer.store.read().is_empty();
@@ -320,6 +323,8 @@ struct Writer {
     /// instance holds the log of all of them.
     shared: bool,
     cursor: crate::storage::shared::LogCursor,
+    /// Receives this instance's new entries (never the ones tailed from other instances).
+    webhooks: Option<crate::webhook::Feed>,
 }
 
 impl Writer {
@@ -375,6 +380,9 @@ impl Writer {
             .drain(..)
             .map(|f| Arc::new(f.record.into_entry(f.elapsed)))
             .collect();
+        if let Some(feed) = &self.webhooks {
+            feed.offer(entries.clone());
+        }
         if self.shared {
             self.pending.extend(entries);
             let excess = self.pending.len().saturating_sub(PENDING_MAX);
@@ -572,6 +580,7 @@ mod tests {
             flush_interval: Duration::from_millis(20),
             log_models_calls: false,
             metrics_per_token: false,
+            webhooks: None,
         };
         let log = CallLog::start(storage.clone(), &tokens, opts())
             .await

@@ -61,7 +61,6 @@ pub const LIVE_KEYS: &[&str] = &[
     "grok.stream_total_timeout",
     "plugins.selector",
     "plugins.pool_parser",
-    "plugins.webhooks",
     "plugins.timeout_ms",
     "plugins.memory_mb",
     "plugins.max_consecutive_errors",
@@ -72,6 +71,7 @@ pub const LIVE_KEYS: &[&str] = &[
 const SECRET_KEYS: &[&str] = &[
     "global.admin_password",
     "global.metrics_token",
+    "global.log_webhook_url",
     "grok.api_key",
 ];
 
@@ -534,6 +534,7 @@ fn secret_unchanged(running: &Settings, full: &str, v: &Value) -> bool {
     let cur = match full {
         "global.admin_password" => &running.global.admin_password,
         "global.metrics_token" => &running.global.metrics_token,
+        "global.log_webhook_url" => &running.global.log_webhook_url,
         "grok.api_key" => &running.grok.api_key,
         _ => return false,
     };
@@ -600,6 +601,20 @@ fn keep_restart_only(new: &mut Settings, running: &Settings) {
     g.metrics_per_token = r.metrics_per_token;
     new.grok.connect_timeout = running.grok.connect_timeout;
     new.plugins.dir.clone_from(&running.plugins.dir);
+    // The webhook dispatcher (sinks, outbox, destination policy) and the pool-API client's resolver are built
+    // once at start.
+    g.log_webhook_url = r.log_webhook_url.clone();
+    g.webhook_outbox_max = r.webhook_outbox_max;
+    g.webhook_timeout = r.webhook_timeout;
+    g.webhook_max_attempts = r.webhook_max_attempts;
+    g.webhook_max_age = r.webhook_max_age;
+    g.webhook_backoff_base = r.webhook_backoff_base;
+    g.webhook_backoff_max = r.webhook_backoff_max;
+    g.webhook_allow.clone_from(&r.webhook_allow);
+    g.webhook_deny.clone_from(&r.webhook_deny);
+    new.grok.proxy_pool_allow.clone_from(&running.grok.proxy_pool_allow);
+    new.grok.proxy_pool_deny.clone_from(&running.grok.proxy_pool_deny);
+    new.plugins.webhooks.clone_from(&running.plugins.webhooks);
 }
 
 #[cfg(test)]
@@ -619,8 +634,20 @@ mod tests {
         new.global.metrics_per_token = true;
         new.grok.connect_timeout = 1.0;
         new.plugins.dir = "x".into();
+        new.global.log_webhook_url = Secret::new("http://127.0.0.1:9/hook");
+        new.global.webhook_outbox_max = 1;
+        new.global.webhook_timeout = 1.0;
+        new.global.webhook_max_attempts = 1;
+        new.global.webhook_max_age = 1.0;
+        new.global.webhook_backoff_base = 2.0;
+        new.global.webhook_backoff_max = 2.0;
+        new.global.webhook_allow = vec!["loopback".into()];
+        new.global.webhook_deny = vec!["private".into()];
+        new.grok.proxy_pool_allow = vec!["loopback".into()];
+        new.grok.proxy_pool_deny = vec!["private".into()];
+        new.plugins.webhooks = vec!["hook".into()];
         let changed = changed_keys(&old, &new);
-        assert_eq!(changed.len(), 8, "{changed:?}");
+        assert_eq!(changed.len(), 20, "{changed:?}");
         assert!(changed.iter().all(|k| !is_live(k)), "{changed:?}");
         keep_restart_only(&mut new, &old);
         assert!(changed_keys(&old, &new).is_empty());

@@ -51,6 +51,8 @@ pub struct PoolOptions {
     pub check_base: Duration,
     pub check_max: Duration,
     pub client: ClientOptions,
+    /// `grok.proxy_pool_allow` / `grok.proxy_pool_deny` (loopback allowed by default).
+    pub pool_policy: crate::netpolicy::NetPolicy,
 }
 
 impl PoolOptions {
@@ -81,6 +83,10 @@ impl PoolOptions {
             client: ClientOptions {
                 connect_timeout: g.connect_timeout(),
             },
+            pool_policy: g.pool_policy().map_err(|e| ProxyError::Invalid {
+                masked: "grok.proxy_pool_allow/deny".into(),
+                reason: e.0,
+            })?,
         })
     }
 
@@ -498,7 +504,7 @@ impl ProxyPool {
             save_lock: tokio::sync::Mutex::new(shared::Base::default()),
             sync_wake: tokio::sync::Notify::new(),
             storage,
-            fetch: source::FetchState::default(),
+            fetch: source::FetchState::new(opts.pool_policy.clone()),
             opts: ArcSwap::from_pointee(opts),
             opts_changed: tokio::sync::Notify::new(),
         };

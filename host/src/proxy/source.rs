@@ -16,9 +16,12 @@ use super::parser::{spec_to_url, BuiltinParser, MAX_ANSWER};
 use super::pool::ProxyPool;
 use super::{mask_proxy_url, mask_url, normalize_proxy_url};
 use crate::hooks::{PoolParser, ProxySource};
+use crate::netpolicy::{CheckError, NetPolicy};
 use crate::util::now_ms;
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Redirects of the pool API followed, each one checked against the destination policy like the first URL.
+const MAX_REDIRECTS: usize = 3;
 /// On-demand fetches (no healthy proxy) are at least this far apart, so a dead pool API is not hammered at
 /// the request rate.
 const ON_DEMAND_GAP_MS: i64 = 2_000;
@@ -31,6 +34,9 @@ pub enum FetchError {
     Request(String),
     #[error("pool API answer rejected: {0}")]
     Answer(String),
+    /// `grok.proxy_pool_allow` / `grok.proxy_pool_deny` refused the URL (or a redirect's target).
+    #[error("pool API destination denied: {0}")]
+    Denied(String),
 }
 
 /// What a fetch changed, credentials masked.
@@ -52,21 +58,71 @@ pub(crate) struct FetchState {
     generation: AtomicU64,
     last_attempt_ms: AtomicI64,
     http: reqwest::Client,
+    policy: Arc<NetPolicy>,
+    pub(crate) denied: AtomicU64,
 }
 
-impl Default for FetchState {
-    fn default() -> Self {
+impl FetchState {
+    pub(crate) fn new(policy: NetPolicy) -> Self {
+        let policy = Arc::new(policy);
         FetchState {
             lock: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
             last_attempt_ms: AtomicI64::new(0),
-            // The pool API is reached directly, like Grok2API does, with its own short timeout.
+            // The pool API is reached directly, like Grok2API does, with its own short timeout. Redirects are
+            // followed by hand (`get_checked`) so each target passes the policy; the resolver hands the client
+            // only addresses that passed it (no DNS rebinding between check and connect).
             http: reqwest::Client::builder()
                 .timeout(FETCH_TIMEOUT)
                 .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .dns_resolver(policy.resolver())
                 .build()
                 .unwrap_or_default(),
+            policy,
+            denied: AtomicU64::new(0),
         }
+    }
+
+    /// GET with the destination policy applied to the URL and to each redirect (at most [`MAX_REDIRECTS`]).
+    async fn get_checked(&self, url: &str) -> Result<reqwest::Response, FetchError> {
+        let mut url = reqwest::Url::parse(url).map_err(|e| FetchError::Request(e.to_string()))?;
+        for _ in 0..=MAX_REDIRECTS {
+            match self.policy.check_url(&url).await {
+                Ok(()) => {}
+                Err(CheckError::Denied(d)) => {
+                    self.denied.fetch_add(1, Relaxed);
+                    metrics::counter!("grok2api_netpolicy_denied_total", "use" => "pool_api")
+                        .increment(1);
+                    return Err(FetchError::Denied(format!(
+                        "{}: {d}",
+                        mask_url(url.as_str())
+                    )));
+                }
+                Err(e) => return Err(FetchError::Request(e.to_string())),
+            }
+            let resp = self
+                .http
+                .get(url.clone())
+                .send()
+                .await
+                .map_err(|e| FetchError::Request(mask_url(&super::error_chain(&e))))?;
+            if !resp.status().is_redirection() {
+                return Ok(resp);
+            }
+            let next = resp
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+                .ok_or_else(|| {
+                    FetchError::Answer(format!("HTTP {} without a usable Location", resp.status()))
+                })?;
+            url = next;
+        }
+        Err(FetchError::Answer(format!(
+            "more than {MAX_REDIRECTS} redirects"
+        )))
     }
 }
 
@@ -126,13 +182,7 @@ impl ProxyPool {
             .pool_url
             .clone()
             .ok_or(FetchError::NotConfigured)?;
-        let resp = self
-            .fetch
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| FetchError::Request(mask_url(&super::error_chain(&e))))?;
+        let resp = self.fetch.get_checked(&url).await?;
         let status = resp.status().as_u16();
         let ctype = resp
             .headers()

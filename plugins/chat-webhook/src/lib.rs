@@ -22,7 +22,8 @@ enum Format {
 #[serde(deny_unknown_fields)]
 struct Config {
     format: Format,
-    /// The chat's incoming-webhook URL (the gateway's `plugins.webhook_allow` must allow its host).
+    /// The chat's incoming-webhook URL (the gateway's `global.webhook_deny` must not refuse it; a non-empty
+    /// `global.webhook_allow` must list it).
     url: String,
     #[serde(default)]
     only_failures: bool,
