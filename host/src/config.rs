@@ -101,6 +101,7 @@ pub struct GlobalSettings {
     pub metrics_token: Secret,
     /// The built-in JSON webhook: call-log batches are POSTed here; empty = off. A secret (its path or query
     /// often is the credential): shown masked.
+    #[serde(serialize_with = "crate::secret::serialize_presence")]
     pub log_webhook_url: Secret,
     /// Most webhook requests waiting in the outbox; beyond it the oldest are dropped (and counted).
     pub webhook_outbox_max: usize,

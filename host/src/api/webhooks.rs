@@ -21,7 +21,7 @@ async fn status(State(state): State<AppState>) -> Response {
             v
         }
         None => json!({"enabled": false, "sinks": [], "outbox_depth": 0,
-            "outbox_max": state.settings.global.webhook_outbox_max}),
+            "outbox_max": state.settings.load().global.webhook_outbox_max}),
     };
     Json(json!({"success": true, "data": data})).into_response()
 }
