@@ -315,6 +315,7 @@ fn csv_row(e: &CallLogEntry) -> Bytes {
 #[allow(dead_code)]
 pub(super) struct ExportParams {
     /// `ndjson` (default) or `csv`.
+    #[param(inline)]
     format: Option<ExportFormat>,
 }
 

@@ -93,10 +93,7 @@ impl Modify for SecuritySchemes {
             "admin_session",
             bearer("An admin session token from `POST /api/login`"),
         );
-        components.add_security_scheme(
-            "metrics_token",
-            bearer("`global.metrics_token`, when set"),
-        );
+        components.add_security_scheme("metrics_token", bearer("`global.metrics_token`, when set"));
     }
 }
 

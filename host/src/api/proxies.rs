@@ -170,7 +170,10 @@ pub(super) struct Assignment {
     (status = 415, description = "Body is not `application/json`", body = ErrorBody),
     (status = 422, description = "Body lacks a field or has a wrong type", body = ErrorBody),
 ))]
-pub(super) async fn assign(State(state): State<AppState>, Body(body): Body<AssignBody>) -> Response {
+pub(super) async fn assign(
+    State(state): State<AppState>,
+    Body(body): Body<AssignBody>,
+) -> Response {
     let Some(id) = token_id(&state, &body.sso) else {
         return admin_failure("Token不存在");
     };
@@ -206,7 +209,10 @@ pub(super) struct UnassignBody {
     (status = 415, description = "Body is not `application/json`", body = ErrorBody),
     (status = 422, description = "Body lacks a field or has a wrong type", body = ErrorBody),
 ))]
-pub(super) async fn unassign(State(state): State<AppState>, Body(body): Body<UnassignBody>) -> Response {
+pub(super) async fn unassign(
+    State(state): State<AppState>,
+    Body(body): Body<UnassignBody>,
+) -> Response {
     let id = token_id(&state, &body.sso).unwrap_or_else(|| body.sso.trim().to_string());
     match state.forwarder.proxies().unassign(&id) {
         Some(_) => {
@@ -328,7 +334,10 @@ pub(super) async fn test(
     (status = 415, description = "Body is not `application/json`", body = ErrorBody),
     (status = 422, description = "Body lacks a field or has a wrong type", body = ErrorBody),
 ))]
-pub(super) async fn health_reset(State(state): State<AppState>, Body(body): Body<UrlBody>) -> Response {
+pub(super) async fn health_reset(
+    State(state): State<AppState>,
+    Body(body): Body<UrlBody>,
+) -> Response {
     match state.forwarder.proxies().reset_health(&body.url) {
         Ok(true) => {
             save_now(&state).await;

@@ -40,8 +40,8 @@ pub(super) struct TimelineParams {
     /// Window length in minutes, 1 to a week (default 60).
     #[param(minimum = 1, maximum = 10080)]
     minutes: Option<i64>,
-    /// Bucket width in seconds, a multiple of 60 (default 60), at most 2000 buckets.
-    #[param(minimum = 60, multiple_of = 60)]
+    /// Bucket width in seconds, a multiple of 60 (default 60), at most the window and 2000 buckets.
+    #[param(minimum = 60, maximum = 604800, multiple_of = 60)]
     bucket: Option<i64>,
 }
 
@@ -76,11 +76,15 @@ pub(super) async fn timeline(
     }
     // Bucket width in seconds; a whole number of minutes keeps buckets aligned to the clock.
     let bucket_s = int(&q, "bucket", 60)?;
-    if bucket_s < 60 || bucket_s % 60 != 0 || minutes * 60 / bucket_s > MAX_BUCKETS {
+    // At most the window: also keeps `bucket_s * 1000` far from overflowing.
+    if !(60..=minutes * 60).contains(&bucket_s)
+        || bucket_s % 60 != 0
+        || minutes * 60 / bucket_s > MAX_BUCKETS
+    {
         return Err(ApiError::bad_param(
             "bucket",
             format!(
-                "`bucket` must be a multiple of 60 seconds giving at most {MAX_BUCKETS} buckets"
+                "`bucket` must be a multiple of 60 seconds, at most the window, giving at most {MAX_BUCKETS} buckets"
             ),
         ));
     }
