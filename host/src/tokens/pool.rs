@@ -603,6 +603,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn add_skips_secrets_a_header_cannot_carry() {
+        let (_d, pool) = pool_with(0).await;
+        let secrets: Vec<String> = ["ok-token", "has space", "ctl\u{1}x", "ünïcode", " trimmed "]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = pool.add(&secrets, TokenKind::Normal).await;
+        assert_eq!((r.added, r.skipped_invalid), (2, 3));
+        assert_eq!(pool.len(), 2);
+    }
+
+    #[tokio::test]
     async fn pick_spreads_load_round_robin() {
         let (_d, pool) = pool_with(3).await;
         let mut seen = std::collections::HashMap::new();
