@@ -247,11 +247,17 @@ fn import_tokens(
                 return ExitCode::from(1);
             }
         };
-        let (mut added, mut existing) = (0, 0);
+        let (mut added, mut existing, mut invalid) = (0, 0, 0);
         for (kind, secrets) in batches {
             let r = pool.add(&secrets, kind).await;
             added += r.added;
             existing += r.existing;
+            invalid += r.skipped_invalid;
+        }
+        if invalid > 0 {
+            eprintln!(
+                "grok2api: skipped {invalid} tokens with characters an HTTP header cannot carry"
+            );
         }
         if let Err(e) = pool.save_if_dirty().await {
             eprintln!("grok2api: saving tokens failed: {e}");

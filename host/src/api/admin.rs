@@ -9,10 +9,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::{admin_failure, ApiError};
+use super::error::{admin_failure, AdminData, AdminMessage, ApiError, ErrorBody};
 use super::AppState;
 use crate::auth::{LoginError, SessionCheck};
 use crate::tokens::{Token, TokenKind, TokenStatus};
@@ -80,13 +81,32 @@ pub(super) async fn require_session(
     }
 }
 
-#[derive(Deserialize)]
-struct LoginBody {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct LoginBody {
     username: String,
+    #[schema(format = Password)]
     password: String,
 }
 
-async fn login(
+/// `success: false` (HTTP 200) with `token: null` for a wrong user name or password.
+#[derive(Serialize, ToSchema)]
+pub(super) struct LoginAnswer {
+    success: bool,
+    /// The session token for `Authorization: Bearer …` on the other `/api` routes.
+    token: Option<String>,
+    message: String,
+}
+
+/// Log in as the admin; the answer's token is the session for every other `/api` route.
+#[utoipa::path(post, path = "/api/login", tag = "admin", request_body = LoginBody, responses(
+    (status = 200, description = "Logged in, or `success: false` for bad credentials", body = LoginAnswer),
+    (status = 400, description = "Body is not valid JSON", body = ErrorBody),
+    (status = 415, description = "Body is not `application/json`", body = ErrorBody),
+    (status = 422, description = "Body lacks a field or has a wrong type", body = ErrorBody),
+    (status = 429, description = "Too many failed attempts from this address", body = ErrorBody),
+    (status = 503, description = "Shared storage unavailable", body = ErrorBody),
+))]
+pub(super) async fn login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Body(body): Body<LoginBody>,
@@ -115,13 +135,18 @@ async fn login(
         )
         .await
     {
-        Ok(token) => {
-            Json(json!({"success": true, "token": token, "message": "登录成功"})).into_response()
-        }
-        Err(LoginError::BadCredentials) => {
-            Json(json!({"success": false, "token": null, "message": "用户名或密码错误"}))
-                .into_response()
-        }
+        Ok(token) => Json(LoginAnswer {
+            success: true,
+            token: Some(token),
+            message: "登录成功".into(),
+        })
+        .into_response(),
+        Err(LoginError::BadCredentials) => Json(LoginAnswer {
+            success: false,
+            token: None,
+            message: "用户名或密码错误".into(),
+        })
+        .into_response(),
         Err(LoginError::Unavailable) => ApiError::new(
             http::StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
@@ -132,11 +157,16 @@ async fn login(
     }
 }
 
-async fn logout(State(state): State<AppState>, req: Request) -> Response {
+/// End the session named by the `Authorization` header.
+#[utoipa::path(post, path = "/api/logout", tag = "admin", security(("admin_session" = [])), responses(
+    (status = 200, description = "Logged out", body = AdminMessage),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn logout(State(state): State<AppState>, req: Request) -> Response {
     if let Some(t) = bearer(&req) {
         state.sessions.logout(t).await;
     }
-    Json(json!({"success": true, "message": "登出成功"})).into_response()
+    AdminMessage::ok("登出成功")
 }
 
 fn parse_kind(s: Option<&str>) -> Result<Option<TokenKind>, ApiError> {
@@ -148,38 +178,81 @@ fn parse_kind(s: Option<&str>) -> Result<Option<TokenKind>, ApiError> {
     }
 }
 
-fn token_info(t: &Token, now: i64) -> Value {
-    let (last_failure_time, last_failure_reason) = t.last_failure();
-    json!({
-        "token": t.masked(),
-        "token_id": t.id,
-        "token_type": t.kind,
-        "created_time": t.created_time,
-        "remaining_queries": t.remaining_queries(),
-        "heavy_remaining_queries": t.heavy_remaining_queries(),
-        "status": t.status(now).label(),
-        "tags": t.tags(),
-        "note": t.note(),
-        "failed_count": t.failed_count(),
-        "last_failure_time": last_failure_time,
-        "last_failure_reason": last_failure_reason,
-        "cooldown_remaining_ms": t.cooldown_remaining_ms(now),
-        "in_flight": t.in_flight(),
-    })
+/// A token as the admin API shows it: the secret masked, addressed by its public id.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TokenInfo {
+    token: String,
+    token_id: String,
+    token_type: TokenKind,
+    created_time: Option<i64>,
+    remaining_queries: i64,
+    heavy_remaining_queries: i64,
+    /// 未使用 (unused), 限流中 (limited), 失效 (expired) or 正常 (active).
+    status: &'static str,
+    tags: Vec<String>,
+    note: String,
+    failed_count: u32,
+    last_failure_time: Option<i64>,
+    last_failure_reason: Option<String>,
+    cooldown_remaining_ms: i64,
+    in_flight: u32,
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+fn token_info(t: &Token, now: i64) -> TokenInfo {
+    let (last_failure_time, last_failure_reason) = t.last_failure();
+    TokenInfo {
+        token: t.masked(),
+        token_id: t.id.clone(),
+        token_type: t.kind,
+        created_time: t.created_time,
+        remaining_queries: t.remaining_queries(),
+        heavy_remaining_queries: t.heavy_remaining_queries(),
+        status: t.status(now).label(),
+        tags: t.tags(),
+        note: t.note(),
+        failed_count: t.failed_count(),
+        last_failure_time,
+        last_failure_reason,
+        cooldown_remaining_ms: t.cooldown_remaining_ms(now),
+        in_flight: t.in_flight(),
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// 1-based page (default 1).
     page: Option<i64>,
+    /// Tokens per page, at most 1000 (default 10).
     page_size: Option<i64>,
+    /// The first N tokens without paging (when above 0).
     limit: Option<i64>,
+    /// `created_desc` or `created_asc`.
     sort: Option<String>,
+    /// `sso`, `ssoNormal` or `ssoSuper`.
     token_type: Option<String>,
+    /// 未使用, 限流中, 失效, 正常 (or unused, limited, expired, active).
     status: Option<String>,
     tag: Option<String>,
 }
 
-async fn list_tokens(
+/// `page`/`page_size` are null when `limit` was used.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TokenList {
+    success: bool,
+    data: Vec<TokenInfo>,
+    total: usize,
+    page: Option<usize>,
+    page_size: Option<usize>,
+}
+
+/// List tokens (masked), filtered and paged.
+#[utoipa::path(get, path = "/api/tokens", operation_id = "list_tokens", tag = "tokens", params(ListQuery), security(("admin_session" = [])), responses(
+    (status = 200, description = "A page of tokens", body = TokenList),
+    (status = 400, description = "Invalid parameter", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn list_tokens(
     State(state): State<AppState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -217,14 +290,18 @@ async fn list_tokens(
     }
     let total = list.len();
     if let Some(limit) = q.limit.filter(|l| *l > 0) {
-        let data: Vec<Value> = list
+        let data = list
             .iter()
             .take(limit as usize)
             .map(|t| token_info(t, now))
             .collect();
-        return Ok(Json(
-            json!({"success": true, "data": data, "total": total, "page": null, "page_size": null}),
-        )
+        return Ok(Json(TokenList {
+            success: true,
+            data,
+            total,
+            page: None,
+            page_size: None,
+        })
         .into_response());
     }
     let page = q.page.unwrap_or(1).max(1) as usize;
@@ -232,22 +309,52 @@ async fn list_tokens(
         n if n < 1 => 10,
         n => n.min(1000) as usize,
     };
-    let data: Vec<Value> = list
+    let data = list
         .iter()
         .skip((page - 1).saturating_mul(page_size))
         .take(page_size)
         .map(|t| token_info(t, now))
         .collect();
-    Ok(Json(json!({"success": true, "data": data, "total": total, "page": page, "page_size": page_size})).into_response())
+    Ok(Json(TokenList {
+        success: true,
+        data,
+        total,
+        page: Some(page),
+        page_size: Some(page_size),
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
-struct TokensBody {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct TokensBody {
+    /// Secrets to add; to delete, secrets or token ids. A string may hold several, one per line.
     tokens: Vec<String>,
+    /// `sso`, `ssoNormal` or `ssoSuper` (default: normal).
     token_type: Option<String>,
 }
 
-async fn add_tokens(
+#[derive(Serialize, ToSchema)]
+pub(super) struct AddAnswer {
+    success: bool,
+    message: String,
+    /// Tokens added.
+    count: usize,
+    /// Already present, left unchanged.
+    existing: usize,
+    skipped_blank: usize,
+    /// Rejected: characters an HTTP header cannot carry.
+    skipped_invalid: usize,
+}
+
+/// Add tokens to the pool.
+#[utoipa::path(post, path = "/api/tokens/add", tag = "tokens", request_body = TokensBody, security(("admin_session" = [])), responses(
+    (status = 200, description = "Tokens added", body = AddAnswer),
+    (status = 400, description = "Invalid body or token type", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+    (status = 415, description = "Body is not `application/json`", body = ErrorBody),
+    (status = 422, description = "Body lacks a field or has a wrong type", body = ErrorBody),
+))]
+pub(super) async fn add_tokens(
     State(state): State<AppState>,
     Body(body): Body<TokensBody>,
 ) -> Result<Response, ApiError> {
@@ -261,17 +368,33 @@ async fn add_tokens(
         .collect();
     let r = state.tokens.add(&secrets, kind).await;
     save_now(&state).await;
-    Ok(Json(json!({
-        "success": true,
-        "message": format!("成功添加 {} 个Token", r.added),
-        "count": r.added,
-        "existing": r.existing,
-        "skipped_blank": r.skipped_blank,
-    }))
+    Ok(Json(AddAnswer {
+        success: true,
+        message: format!("成功添加 {} 个Token", r.added),
+        count: r.added,
+        existing: r.existing,
+        skipped_blank: r.skipped_blank,
+        skipped_invalid: r.skipped_invalid,
+    })
     .into_response())
 }
 
-async fn delete_tokens(
+#[derive(Serialize, ToSchema)]
+pub(super) struct CountAnswer {
+    success: bool,
+    message: String,
+    count: usize,
+}
+
+/// Delete tokens (by secret or id); their proxy bindings go too.
+#[utoipa::path(post, path = "/api/tokens/delete", tag = "tokens", request_body = TokensBody, security(("admin_session" = [])), responses(
+    (status = 200, description = "Tokens deleted", body = CountAnswer),
+    (status = 400, description = "Invalid body or token type", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+    (status = 415, description = "Body is not `application/json`", body = ErrorBody),
+    (status = 422, description = "Body lacks a field or has a wrong type", body = ErrorBody),
+))]
+pub(super) async fn delete_tokens(
     State(state): State<AppState>,
     Body(body): Body<TokensBody>,
 ) -> Result<Response, ApiError> {
@@ -289,10 +412,12 @@ async fn delete_tokens(
             tracing::error!(error = %e, "saving proxy state after a token delete failed; will retry");
         }
     }
-    Ok(
-        Json(json!({"success": true, "message": format!("成功删除 {n} 个Token"), "count": n}))
-            .into_response(),
-    )
+    Ok(Json(CountAnswer {
+        success: true,
+        message: format!("成功删除 {n} 个Token"),
+        count: n,
+    })
+    .into_response())
 }
 
 /// Admin edits are rare and expected to stick at once; requests leave saving to the batch saver.
@@ -302,96 +427,264 @@ async fn save_now(state: &AppState) {
     }
 }
 
-#[derive(Deserialize)]
-struct TagsBody {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct TagsBody {
+    /// Token id or secret.
     token: String,
     tags: Vec<String>,
 }
 
-async fn set_tags(State(state): State<AppState>, Body(body): Body<TagsBody>) -> Response {
+/// `tags` only on success; `success: false` (HTTP 200) for an unknown token.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TagsAnswer {
+    success: bool,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<Vec<String>>,
+}
+
+/// Replace a token's tags.
+#[utoipa::path(post, path = "/api/tokens/tags", tag = "tokens", request_body = TagsBody, security(("admin_session" = [])), responses(
+    (status = 200, description = "Tags set, or `success: false` for an unknown token", body = TagsAnswer),
+    (status = 400, description = "Body is not valid JSON", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+    (status = 415, description = "Body is not `application/json`", body = ErrorBody),
+    (status = 422, description = "Body lacks a field or has a wrong type", body = ErrorBody),
+))]
+pub(super) async fn set_tags(
+    State(state): State<AppState>,
+    Body(body): Body<TagsBody>,
+) -> Response {
     let Some(t) = state.tokens.find(&body.token) else {
         return admin_failure("Token不存在");
     };
     let tags = state.tokens.set_tags(&t, &body.tags);
     save_now(&state).await;
-    Json(json!({"success": true, "message": "标签更新成功", "tags": tags})).into_response()
+    Json(TagsAnswer {
+        success: true,
+        message: "标签更新成功".into(),
+        tags: Some(tags),
+    })
+    .into_response()
 }
 
-#[derive(Deserialize)]
-struct NoteBody {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct NoteBody {
+    /// Token id or secret.
     token: String,
     note: String,
 }
 
-async fn set_note(State(state): State<AppState>, Body(body): Body<NoteBody>) -> Response {
+/// `note` only on success; `success: false` (HTTP 200) for an unknown token.
+#[derive(Serialize, ToSchema)]
+pub(super) struct NoteAnswer {
+    success: bool,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// Set a token's note.
+#[utoipa::path(post, path = "/api/tokens/note", tag = "tokens", request_body = NoteBody, security(("admin_session" = [])), responses(
+    (status = 200, description = "Note set, or `success: false` for an unknown token", body = NoteAnswer),
+    (status = 400, description = "Body is not valid JSON", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+    (status = 415, description = "Body is not `application/json`", body = ErrorBody),
+    (status = 422, description = "Body lacks a field or has a wrong type", body = ErrorBody),
+))]
+pub(super) async fn set_note(
+    State(state): State<AppState>,
+    Body(body): Body<NoteBody>,
+) -> Response {
     let Some(t) = state.tokens.find(&body.token) else {
         return admin_failure("Token不存在");
     };
     let note = state.tokens.set_note(&t, &body.note);
     save_now(&state).await;
-    Json(json!({"success": true, "message": "备注更新成功", "note": note})).into_response()
+    Json(NoteAnswer {
+        success: true,
+        message: "备注更新成功".into(),
+        note: Some(note),
+    })
+    .into_response()
 }
 
-#[derive(Deserialize)]
-struct TestBody {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct TestBody {
+    /// Token id or secret.
     token: String,
 }
 
-async fn test_token(State(state): State<AppState>, Body(body): Body<TestBody>) -> Response {
+#[derive(Serialize, ToSchema)]
+pub(super) struct TestAnswer {
+    success: bool,
+    message: String,
+    data: TestResult,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct TestResult {
+    valid: bool,
+    /// On success: the upstream's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining_queries: Option<i64>,
+    /// On failure: `expired`, `limited`, `blocked`, `network` or `unknown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'static str>,
+    /// On failure: the upstream's status, `data_error` for an unknown token, null for a network error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
+    error_code: Option<serde_json::Value>,
+}
+
+impl TestResult {
+    fn failed(error_type: &'static str, error_code: serde_json::Value) -> TestResult {
+        TestResult {
+            valid: false,
+            status_code: None,
+            remaining_queries: None,
+            error_type: Some(error_type),
+            error_code: Some(error_code),
+        }
+    }
+}
+
+/// Probe a token against the upstream; a working token is revived.
+#[utoipa::path(post, path = "/api/tokens/test", tag = "tokens", request_body = TestBody, security(("admin_session" = [])), responses(
+    (status = 200, description = "The probe's result (`success: false` when the token does not work)", body = TestAnswer),
+    (status = 400, description = "Body is not valid JSON", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+    (status = 415, description = "Body is not `application/json`", body = ErrorBody),
+    (status = 422, description = "Body lacks a field or has a wrong type", body = ErrorBody),
+))]
+pub(super) async fn test_token(
+    State(state): State<AppState>,
+    Body(body): Body<TestBody>,
+) -> Response {
+    let answer = |success: bool, message: String, data: TestResult| {
+        Json(TestAnswer {
+            success,
+            message,
+            data,
+        })
+        .into_response()
+    };
     let Some(t) = state.tokens.find(&body.token) else {
-        return Json(json!({"success": false, "message": "Token数据异常",
-            "data": {"valid": false, "error_type": "unknown", "error_code": "data_error"}}))
-        .into_response();
+        return answer(
+            false,
+            "Token数据异常".into(),
+            TestResult::failed("unknown", json!("data_error")),
+        );
     };
     let lease = state.tokens.lease(&t);
-    let answer = match state.forwarder.probe(&lease).await {
+    let (success, message, data) = match state.forwarder.probe(&lease).await {
         Ok(status) if (200..300).contains(&status) => {
             // A working token is usable again even if it had been marked expired.
             state.tokens.revive(&t);
-            json!({"success": true, "message": "Token有效",
-                "data": {"valid": true, "status_code": status, "remaining_queries": t.remaining_queries()}})
+            let data = TestResult {
+                valid: true,
+                status_code: Some(status),
+                remaining_queries: Some(t.remaining_queries()),
+                error_type: None,
+                error_code: None,
+            };
+            (true, "Token有效".to_string(), data)
         }
-        Ok(status @ (401 | 403)) => json!({"success": false, "message": "Token已失效",
-            "data": {"valid": false, "error_type": "expired", "error_code": status}}),
-        Ok(429) => json!({"success": false, "message": "Token已被限流",
-            "data": {"valid": false, "error_type": "limited", "error_code": 429}}),
-        Ok(status) => json!({"success": false, "message": format!("上游返回异常状态码: {status}"),
-            "data": {"valid": false, "error_type": "blocked", "error_code": status}}),
-        Err(e) => json!({"success": false, "message": format!("服务器被block或网络错误: {e}"),
-            "data": {"valid": false, "error_type": "network", "error_code": null}}),
+        Ok(status @ (401 | 403)) => (
+            false,
+            "Token已失效".into(),
+            TestResult::failed("expired", json!(status)),
+        ),
+        Ok(429) => (
+            false,
+            "Token已被限流".into(),
+            TestResult::failed("limited", json!(429)),
+        ),
+        Ok(status) => (
+            false,
+            format!("上游返回异常状态码: {status}"),
+            TestResult::failed("blocked", json!(status)),
+        ),
+        Err(e) => (
+            false,
+            format!("服务器被block或网络错误: {e}"),
+            TestResult::failed("network", serde_json::Value::Null),
+        ),
     };
     drop(lease);
     save_now(&state).await;
-    Json(answer).into_response()
+    answer(success, message, data)
 }
 
-async fn all_tags(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"success": true, "data": state.tokens.all_tags()}))
+/// Every tag in use.
+#[utoipa::path(get, path = "/api/tokens/tags/all", tag = "tokens", security(("admin_session" = [])), responses(
+    (status = 200, description = "Tags in use", body = AdminData<Vec<String>>),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn all_tags(State(state): State<AppState>) -> Response {
+    AdminData::ok(state.tokens.all_tags())
 }
 
-async fn stats(State(state): State<AppState>) -> Json<Value> {
+#[derive(Serialize, ToSchema, Default)]
+pub(super) struct KindCounts {
+    total: usize,
+    unused: usize,
+    limited: usize,
+    expired: usize,
+    active: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct TokenStats {
+    normal: KindCounts,
+    #[serde(rename = "super")]
+    super_: KindCounts,
+    total: usize,
+}
+
+/// Token counts by pool and status.
+#[utoipa::path(get, path = "/api/stats", operation_id = "token_stats", tag = "tokens", security(("admin_session" = [])), responses(
+    (status = 200, description = "Token counts", body = AdminData<TokenStats>),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn stats(State(state): State<AppState>) -> Response {
     let now = now_ms();
     let snapshot = state.tokens.snapshot();
     let count = |kind: TokenKind| {
-        let (mut total, mut unused, mut limited, mut expired, mut active) = (0, 0, 0, 0, 0);
+        let mut c = KindCounts::default();
         for t in snapshot.iter().filter(|t| t.kind == kind) {
-            total += 1;
+            c.total += 1;
             match t.status(now) {
-                TokenStatus::Unused => unused += 1,
-                TokenStatus::Limited => limited += 1,
-                TokenStatus::Expired => expired += 1,
-                TokenStatus::Active => active += 1,
+                TokenStatus::Unused => c.unused += 1,
+                TokenStatus::Limited => c.limited += 1,
+                TokenStatus::Expired => c.expired += 1,
+                TokenStatus::Active => c.active += 1,
             }
         }
-        json!({"total": total, "unused": unused, "limited": limited, "expired": expired, "active": active})
+        c
     };
-    Json(json!({"success": true, "data": {
-        "normal": count(TokenKind::Normal),
-        "super": count(TokenKind::Super),
-        "total": snapshot.len(),
-    }}))
+    AdminData::ok(TokenStats {
+        normal: count(TokenKind::Normal),
+        super_: count(TokenKind::Super),
+        total: snapshot.len(),
+    })
 }
 
-async fn storage_mode(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"success": true, "data": {"mode": state.storage_mode.as_str().to_uppercase()}}))
+#[derive(Serialize, ToSchema)]
+pub(super) struct StorageModeData {
+    /// `FILE`, `REDIS` or `MYSQL`.
+    mode: String,
+}
+
+/// The storage backend in use.
+#[utoipa::path(get, path = "/api/storage/mode", tag = "admin", security(("admin_session" = [])), responses(
+    (status = 200, description = "The storage mode", body = AdminData<StorageModeData>),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn storage_mode(State(state): State<AppState>) -> Response {
+    AdminData::ok(StorageModeData {
+        mode: state.storage_mode.as_str().to_uppercase(),
+    })
 }

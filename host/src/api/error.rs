@@ -6,7 +6,8 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{HeaderValue, StatusCode};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -83,13 +84,34 @@ impl ApiError {
     }
 }
 
+/// The error answer's body, OpenAI's shape: `{"error": {"message", "type", "code", "param"?}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub code: &'static str,
+    /// The request parameter at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<&'static str>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"message": self.message, "type": self.kind, "code": self.code});
-        if let Some(p) = self.param {
-            error["param"] = json!(p);
-        }
-        let mut resp = (self.status, Json(json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: self.message,
+                kind: self.kind,
+                code: self.code,
+                param: self.param,
+            },
+        };
+        let mut resp = (self.status, Json(body)).into_response();
         if let Some(v) = self.retry_after {
             resp.headers_mut().insert(http::header::RETRY_AFTER, *v);
         }
@@ -120,7 +142,46 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// Grok2API's admin envelope without data: `{"success", "message"}`. `success: false` with HTTP 200 is a
+/// business failure (unknown token, bad proxy URL, ...).
+#[derive(Serialize, ToSchema)]
+pub struct AdminMessage {
+    pub success: bool,
+    pub message: String,
+}
+
+impl AdminMessage {
+    pub fn ok(message: impl Into<String>) -> Response {
+        Json(AdminMessage {
+            success: true,
+            message: message.into(),
+        })
+        .into_response()
+    }
+}
+
 /// `{"success": false, "message": …}` with HTTP 200: a business failure in Grok2API's admin envelope.
 pub fn admin_failure(message: impl Into<String>) -> Response {
-    Json(json!({"success": false, "message": message.into()})).into_response()
+    Json(AdminMessage {
+        success: false,
+        message: message.into(),
+    })
+    .into_response()
+}
+
+/// Grok2API's admin envelope with data: `{"success": true, "data": …}`.
+#[derive(Serialize, ToSchema)]
+pub struct AdminData<T> {
+    pub success: bool,
+    pub data: T,
+}
+
+impl<T: Serialize> AdminData<T> {
+    pub fn ok(data: T) -> Response {
+        Json(AdminData {
+            success: true,
+            data,
+        })
+        .into_response()
+    }
 }

@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
+use super::error::{AdminData, ApiError, ErrorBody};
 use super::AppState;
-use crate::calllog::{today_start_ms, LogFilter};
+use crate::calllog::{today_start_ms, LogFilter, LogStats};
 use crate::storage::CallLogEntry;
 
 pub fn router() -> Router<AppState> {
@@ -27,6 +28,37 @@ pub fn router() -> Router<AppState> {
 }
 
 type Params = Query<HashMap<String, String>>;
+
+/// The filter every log route takes. The handlers read the raw query (Grok2API's lenient booleans, a 400
+/// naming the parameter); this struct only describes it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct FilterParams {
+    /// Masked token as shown in entries.
+    sso: Option<String>,
+    token_id: Option<String>,
+    /// true/false (also 1/0, yes/no, on/off).
+    success: Option<bool>,
+    model: Option<String>,
+    /// Unix ms, inclusive.
+    start_time: Option<i64>,
+    /// Unix ms, inclusive; not before `start_time`.
+    end_time: Option<i64>,
+    status_code: Option<u16>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct PageParams {
+    /// 1-based (default 1).
+    #[param(minimum = 1)]
+    page: Option<i64>,
+    /// 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    page_size: Option<i64>,
+}
 
 fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
@@ -81,13 +113,29 @@ fn filter(q: &HashMap<String, String>) -> Result<LogFilter, ApiError> {
 }
 
 /// An entry as the admin API shows it: `response_time` rounded to milliseconds, as Grok2API did.
-fn view(e: &CallLogEntry) -> serde_json::Value {
-    let mut v = serde_json::to_value(e).unwrap_or_default();
-    v["response_time"] = json!((e.response_time * 1000.0).round() / 1000.0);
+fn view(e: &CallLogEntry) -> CallLogEntry {
+    let mut v = e.clone();
+    v.response_time = (e.response_time * 1000.0).round() / 1000.0;
     v
 }
 
-async fn list(
+#[derive(Serialize, ToSchema)]
+pub(super) struct LogPage {
+    success: bool,
+    /// Newest first.
+    data: Vec<CallLogEntry>,
+    total: usize,
+    page: i64,
+    page_size: i64,
+}
+
+/// Call-log entries, newest first, filtered and paged.
+#[utoipa::path(get, path = "/api/logs", operation_id = "list_logs", tag = "logs", params(FilterParams, PageParams), security(("admin_session" = [])), responses(
+    (status = 200, description = "A page of entries", body = LogPage),
+    (status = 400, description = "Invalid parameter", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn list(
     State(state): State<AppState>,
     q: Result<Params, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -109,11 +157,35 @@ async fn list(
         .store()
         .read()
         .query(&f, page as usize, page_size as usize);
-    let data: Vec<serde_json::Value> = rows.iter().map(|e| view(e)).collect();
-    Ok(Json(json!({"success": true, "data": data, "total": total, "page": page, "page_size": page_size})).into_response())
+    let data = rows.iter().map(|e| view(e)).collect();
+    Ok(Json(LogPage {
+        success: true,
+        data,
+        total,
+        page,
+        page_size,
+    })
+    .into_response())
 }
 
-async fn stats(
+#[derive(Serialize, ToSchema)]
+pub(super) struct LogStatsData {
+    #[serde(flatten)]
+    stats: LogStats,
+    /// Entries the recorder dropped because its queue was full.
+    dropped: u64,
+    queue_depth: usize,
+    /// The zone "today" is counted in.
+    timezone: String,
+}
+
+/// Call counts, success rate and latency over the matching entries.
+#[utoipa::path(get, path = "/api/logs/stats", operation_id = "log_stats", tag = "logs", params(FilterParams), security(("admin_session" = [])), responses(
+    (status = 200, description = "Statistics", body = AdminData<LogStatsData>),
+    (status = 400, description = "Invalid parameter", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn stats(
     State(state): State<AppState>,
     q: Result<Params, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -122,18 +194,47 @@ async fn stats(
     let today = today_start_ms(state.settings.load().global.tz());
     let s = state.calllog.store().read().stats(&f, today);
     let queue = state.calllog.queue_stats();
-    let mut data = serde_json::to_value(&s).unwrap_or_default();
-    data["dropped"] = json!(queue.dropped);
-    data["queue_depth"] = json!(queue.queue_depth);
-    data["timezone"] = json!(state.settings.load().global.timezone);
-    Ok(Json(json!({"success": true, "data": data})).into_response())
+    Ok(AdminData::ok(LogStatsData {
+        stats: s,
+        dropped: queue.dropped,
+        queue_depth: queue.queue_depth,
+        timezone: state.settings.load().global.timezone.clone(),
+    }))
 }
 
-async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({"success": true, "data": state.calllog.store().read().models()}))
+/// Models seen in the call log.
+#[utoipa::path(get, path = "/api/logs/models", operation_id = "log_models", tag = "logs", security(("admin_session" = [])), responses(
+    (status = 200, description = "Model names", body = AdminData<Vec<String>>),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn models(State(state): State<AppState>) -> Response {
+    AdminData::ok(state.calllog.store().read().models())
 }
 
-async fn clear(
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct ClearParams {
+    /// Newest entries to keep (default: `global.log_max_count`).
+    #[param(minimum = 0)]
+    max_count: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ClearAnswer {
+    success: bool,
+    message: String,
+    deleted_count: usize,
+}
+
+/// Delete all but the newest `max_count` entries.
+#[utoipa::path(delete, path = "/api/logs", operation_id = "clear_logs", tag = "logs", params(ClearParams), security(("admin_session" = [])), responses(
+    (status = 200, description = "Entries deleted", body = ClearAnswer),
+    (status = 400, description = "Invalid parameter", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+    (status = 500, description = "Storage failed", body = ErrorBody),
+))]
+pub(super) async fn clear(
     State(state): State<AppState>,
     q: Result<Params, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -152,7 +253,12 @@ async fn clear(
         .keep_newest(keep)
         .await
         .map_err(|e| ApiError::internal(format!("清理日志失败: {e}")))?;
-    Ok(Json(json!({"success": true, "message": format!("成功清理 {deleted} 条日志"), "deleted_count": deleted})).into_response())
+    Ok(Json(ClearAnswer {
+        success: true,
+        message: format!("成功清理 {deleted} 条日志"),
+        deleted_count: deleted,
+    })
+    .into_response())
 }
 
 const CSV_COLUMNS: &[&str] = &[
@@ -204,8 +310,33 @@ fn csv_row(e: &CallLogEntry) -> Bytes {
     Bytes::from(w.into_inner().unwrap_or_default())
 }
 
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct ExportParams {
+    /// `ndjson` (default) or `csv`.
+    #[param(inline)]
+    format: Option<ExportFormat>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(super) enum ExportFormat {
+    Ndjson,
+    Csv,
+}
+
 /// Streams the matching entries (newest first) as NDJSON or CSV, a chunk of rows at a time.
-async fn export(
+#[utoipa::path(get, path = "/api/logs/export", operation_id = "export_logs", tag = "logs", params(FilterParams, ExportParams), security(("admin_session" = [])), responses(
+    (status = 200, description = "The entries, one per line", content(
+        (String = "application/x-ndjson"),
+        (String = "text/csv"),
+    )),
+    (status = 400, description = "Invalid parameter", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn export(
     State(state): State<AppState>,
     q: Result<Params, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {

@@ -4,6 +4,7 @@ mod admin;
 pub mod error;
 mod logs;
 mod openai;
+pub mod openapi;
 mod plugins;
 mod proxies;
 mod settings;
@@ -20,13 +21,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::HeaderValue;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::Sessions;
 use crate::calllog::CallLog;
 use crate::config::{Live, StorageMode};
 use crate::tokens::TokenPool;
 use crate::upstream::Forwarder;
-use error::ApiError;
+use error::{ApiError, ErrorBody};
 
 pub struct AppInner {
     /// The running settings; read with one `load()` per use.
@@ -85,24 +88,48 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::router(state.clone()))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
-async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "healthy",
-        "service": "grok2api",
-        "version": env!("CARGO_PKG_VERSION"),
-        "storage_mode": state.storage_mode.as_str(),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "tokens": state.tokens.len(),
-    }))
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `healthy` when the gateway answers.
+    status: &'static str,
+    service: &'static str,
+    version: &'static str,
+    /// `file`, `redis` or `mysql`.
+    storage_mode: &'static str,
+    uptime_s: u64,
+    /// Tokens in the pool.
+    tokens: usize,
+}
+
+/// Liveness and a few facts; no auth.
+#[utoipa::path(get, path = "/health", tag = "service", operation_id = "health", responses(
+    (status = 200, description = "The gateway is up", body = Health),
+))]
+pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "healthy",
+        service: "grok2api",
+        version: env!("CARGO_PKG_VERSION"),
+        storage_mode: state.storage_mode.as_str(),
+        uptime_s: state.started.elapsed().as_secs(),
+        tokens: state.tokens.len(),
+    })
 }
 
 /// Prometheus text format; bearer-protected when `global.metrics_token` is set.
-async fn metrics(State(state): State<AppState>, headers: http::HeaderMap) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "service", operation_id = "metrics",
+    security((), ("metrics_token" = [])), responses(
+    (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
+    (status = 401, description = "`global.metrics_token` is set and the bearer token does not match it", body = ErrorBody),
+    (status = 503, description = "No metrics recorder installed", body = ErrorBody),
+))]
+pub(crate) async fn metrics(State(state): State<AppState>, headers: http::HeaderMap) -> Response {
     let settings = state.settings.get();
     let want = settings.global.metrics_token.expose();
     if !want.is_empty() {

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::{AppState, RequestId};
 use crate::calllog::CallRecord;
 use crate::secret::constant_time_eq;
@@ -62,6 +63,31 @@ struct Peek<'a> {
     model: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<bool>,
+}
+
+/// What `/v1/chat/completions` reads of OpenAI's request body (the rest goes to the upstream untouched).
+/// Describes [`Peek`] for the document; `Peek` stays borrow-only for speed.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ChatCompletionRequest {
+    /// The model to call; required, not blank.
+    model: String,
+    /// Answer as server-sent events.
+    stream: Option<bool>,
+    /// `messages` and every other OpenAI parameter, passed through.
+    #[serde(flatten)]
+    rest: std::collections::HashMap<String, serde_json::Value>,
+}
+
+/// What `/v1/images/generations` reads of OpenAI's request body (the rest goes to the upstream untouched).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ImageRequest {
+    /// For the call log; optional.
+    model: Option<String>,
+    /// `prompt` and every other OpenAI parameter, passed through.
+    #[serde(flatten)]
+    rest: std::collections::HashMap<String, serde_json::Value>,
 }
 
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
@@ -135,7 +161,22 @@ async fn forward(state: &AppState, req: UpstreamRequest, record: CallRecord) -> 
     }
 }
 
-async fn chat_completions(
+/// OpenAI chat completions, forwarded with a pooled token; `stream: true` answers server-sent events.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", operation_id = "chat_completions",
+    request_body = ChatCompletionRequest, security(("api_key" = [])), responses(
+    (status = 200, description = "The upstream's completion, passed through", content(
+        (serde_json::Value = "application/json"),
+        (String = "text/event-stream"),
+    )),
+    (status = 400, description = "Invalid request (from the gateway or the upstream)", body = ErrorBody),
+    (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+    (status = 413, description = "Body larger than `global.max_body_bytes`", body = ErrorBody),
+    (status = 429, description = "The upstream rate-limited every token tried", body = ErrorBody),
+    (status = 502, description = "The upstream failed or is unreachable", body = ErrorBody),
+    (status = 503, description = "No usable token or egress proxy", body = ErrorBody),
+    (status = 504, description = "The upstream did not answer in time", body = ErrorBody),
+))]
+pub(super) async fn chat_completions(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(req_id): Extension<RequestId>,
@@ -165,7 +206,19 @@ async fn chat_completions(
     Ok(forward(&state, req, rec).await)
 }
 
-async fn images_generations(
+/// OpenAI image generation, forwarded with a pooled token.
+#[utoipa::path(post, path = "/v1/images/generations", tag = "openai", operation_id = "images_generations",
+    request_body = ImageRequest, security(("api_key" = [])), responses(
+    (status = 200, description = "The upstream's answer, passed through", body = serde_json::Value),
+    (status = 400, description = "Invalid request (from the gateway or the upstream)", body = ErrorBody),
+    (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+    (status = 413, description = "Body larger than `global.max_body_bytes`", body = ErrorBody),
+    (status = 429, description = "The upstream rate-limited every token tried", body = ErrorBody),
+    (status = 502, description = "The upstream failed or is unreachable", body = ErrorBody),
+    (status = 503, description = "No usable token or egress proxy", body = ErrorBody),
+    (status = 504, description = "The upstream did not answer in time", body = ErrorBody),
+))]
+pub(super) async fn images_generations(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(req_id): Extension<RequestId>,
@@ -187,7 +240,18 @@ async fn images_generations(
     Ok(forward(&state, req, rec).await)
 }
 
-async fn list_models(
+/// The upstream's model list, passed through.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", operation_id = "list_models",
+    security(("api_key" = [])), responses(
+    (status = 200, description = "OpenAI's model list", body = serde_json::Value),
+    (status = 400, description = "Invalid request (from the gateway or the upstream)", body = ErrorBody),
+    (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+    (status = 429, description = "The upstream rate-limited every token tried", body = ErrorBody),
+    (status = 502, description = "The upstream failed or is unreachable", body = ErrorBody),
+    (status = 503, description = "No usable token or egress proxy", body = ErrorBody),
+    (status = 504, description = "The upstream did not answer in time", body = ErrorBody),
+))]
+pub(super) async fn list_models(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(req_id): Extension<RequestId>,
@@ -204,7 +268,20 @@ async fn list_models(
     forward(&state, req, rec).await
 }
 
-async fn get_model(
+/// One model from the upstream, passed through.
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "openai", operation_id = "get_model",
+    params(("id" = String, Path, description = "Model id")),
+    security(("api_key" = [])), responses(
+    (status = 200, description = "OpenAI's model object", body = serde_json::Value),
+    (status = 404, description = "No such model", body = ErrorBody),
+    (status = 400, description = "Invalid request (from the gateway or the upstream)", body = ErrorBody),
+    (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+    (status = 429, description = "The upstream rate-limited every token tried", body = ErrorBody),
+    (status = 502, description = "The upstream failed or is unreachable", body = ErrorBody),
+    (status = 503, description = "No usable token or egress proxy", body = ErrorBody),
+    (status = 504, description = "The upstream did not answer in time", body = ErrorBody),
+))]
+pub(super) async fn get_model(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(req_id): Extension<RequestId>,

@@ -4,11 +4,13 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{AdminData, ApiError, ErrorBody};
 use super::AppState;
+use crate::plugins::{LoadOutcome, PluginStatus};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -17,50 +19,104 @@ pub fn router() -> Router<AppState> {
         .route("/api/plugins/{name}/enable", post(enable))
 }
 
-fn listing(state: &AppState) -> serde_json::Value {
+#[derive(Serialize, ToSchema)]
+pub(super) struct PluginListing {
+    dir: String,
+    hooks: HookChoices,
+    limits: PluginLimits,
+    plugins: Vec<PluginStatus>,
+    /// Only in a reload's answer: what loading each file did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reload: Option<Vec<ReloadResult>>,
+}
+
+/// The plugin configured for each hook (`plugins.*` settings); null for the built-in.
+#[derive(Serialize, ToSchema)]
+pub(super) struct HookChoices {
+    selector: Option<String>,
+    pool_parser: Option<String>,
+    webhooks: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct PluginLimits {
+    timeout_ms: u64,
+    memory_mb: u64,
+    max_consecutive_errors: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReloadResult {
+    name: String,
+    result: LoadOutcome,
+}
+
+fn listing(state: &AppState) -> PluginListing {
     let settings = state.settings.load();
     let s = &settings.plugins;
-    json!({
-        "dir": state.plugins.dir().display().to_string(),
-        "hooks": {
-            "selector": (!s.selector.is_empty()).then_some(&s.selector),
-            "pool_parser": (!s.pool_parser.is_empty()).then_some(&s.pool_parser),
-            "webhooks": &s.webhooks,
+    let chosen = |name: &String| (!name.is_empty()).then(|| name.clone());
+    PluginListing {
+        dir: state.plugins.dir().display().to_string(),
+        hooks: HookChoices {
+            selector: chosen(&s.selector),
+            pool_parser: chosen(&s.pool_parser),
+            webhooks: s.webhooks.clone(),
         },
-        "limits": {
-            "timeout_ms": s.timeout_ms,
-            "memory_mb": s.memory_mb,
-            "max_consecutive_errors": s.max_consecutive_errors,
+        limits: PluginLimits {
+            timeout_ms: s.timeout_ms,
+            memory_mb: s.memory_mb,
+            max_consecutive_errors: s.max_consecutive_errors,
         },
-        "plugins": state.plugins.list(),
-    })
+        plugins: state.plugins.list(),
+        reload: None,
+    }
 }
 
-async fn list(State(state): State<AppState>) -> Response {
-    Json(json!({"success": true, "data": listing(&state)})).into_response()
+/// Plugins in the plugin directory and the hooks they fill.
+#[utoipa::path(get, path = "/api/plugins", operation_id = "list_plugins", tag = "plugins", security(("admin_session" = [])), responses(
+    (status = 200, description = "The plugins", body = AdminData<PluginListing>),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn list(State(state): State<AppState>) -> Response {
+    AdminData::ok(listing(&state))
 }
 
-async fn reload(State(state): State<AppState>) -> Response {
+/// Load new and changed plugin files, unload removed ones.
+#[utoipa::path(post, path = "/api/plugins/reload", operation_id = "reload_plugins", tag = "plugins", security(("admin_session" = [])), responses(
+    (status = 200, description = "The plugins after the reload, with each file's result", body = AdminData<PluginListing>),
+    (status = 401, description = "No valid session", body = ErrorBody),
+    (status = 500, description = "The reload task failed", body = ErrorBody),
+))]
+pub(super) async fn reload(State(state): State<AppState>) -> Response {
     let registry = state.plugins.clone();
     match tokio::task::spawn_blocking(move || registry.load_all()).await {
         Ok(outcomes) => {
-            let results: Vec<_> = outcomes
+            let results = outcomes
                 .into_iter()
-                .map(|(name, outcome)| json!({"name": name, "result": outcome}))
+                .map(|(name, result)| ReloadResult { name, result })
                 .collect();
             let mut data = listing(&state);
-            data["reload"] = json!(results);
-            Json(json!({"success": true, "data": data})).into_response()
+            data.reload = Some(results);
+            AdminData::ok(data)
         }
         Err(e) => ApiError::internal(format!("plugin reload failed: {e}")).into_response(),
     }
 }
 
-async fn enable(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+/// Re-enable a plugin that was disabled after too many errors in a row.
+#[utoipa::path(post, path = "/api/plugins/{name}/enable", operation_id = "enable_plugin", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name (file name without `.wasm`)")),
+    security(("admin_session" = [])), responses(
+    (status = 200, description = "The plugin's status", body = AdminData<PluginStatus>),
+    (status = 401, description = "No valid session", body = ErrorBody),
+    (status = 404, description = "No such plugin", body = ErrorBody),
+    (status = 500, description = "The enable task failed", body = ErrorBody),
+))]
+pub(super) async fn enable(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let registry = state.plugins.clone();
     let n = name.clone();
     match tokio::task::spawn_blocking(move || registry.enable(&n)).await {
-        Ok(Some(status)) => Json(json!({"success": true, "data": status})).into_response(),
+        Ok(Some(status)) => AdminData::ok(status),
         Ok(None) => ApiError::not_found(format!("no plugin named `{name}`")).into_response(),
         Err(e) => ApiError::internal(format!("enabling plugin failed: {e}")).into_response(),
     }

@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
+use super::error::{AdminData, ApiError, ErrorBody};
 use super::AppState;
+use crate::calllog::store::Timeline;
 use crate::util::now_ms;
 
 /// Longest window (a week) and most buckets one answer carries: bounds the work per request.
@@ -30,7 +32,37 @@ fn int(q: &HashMap<String, String>, name: &'static str, default: i64) -> Result<
     }
 }
 
-async fn timeline(
+/// Described here; the handler reads the raw query to name a bad parameter in its 400.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct TimelineParams {
+    /// Window length in minutes, 1 to a week (default 60).
+    #[param(minimum = 1, maximum = 10080)]
+    minutes: Option<i64>,
+    /// Bucket width in seconds, a multiple of 60 (default 60), at most the window and 2000 buckets.
+    #[param(minimum = 60, maximum = 604800, multiple_of = 60)]
+    bucket: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct TimelineData {
+    #[serde(flatten)]
+    timeline: Timeline,
+    /// Unix ms of the first bucket's start.
+    start: i64,
+    /// Unix ms of the last bucket's end.
+    end: i64,
+    bucket_ms: i64,
+}
+
+/// Calls per time bucket and the window's latency percentiles.
+#[utoipa::path(get, path = "/api/logs/timeline", operation_id = "log_timeline", tag = "logs", params(TimelineParams), security(("admin_session" = [])), responses(
+    (status = 200, description = "The timeline", body = AdminData<TimelineData>),
+    (status = 400, description = "Invalid parameter", body = ErrorBody),
+    (status = 401, description = "No valid session", body = ErrorBody),
+))]
+pub(super) async fn timeline(
     State(state): State<AppState>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -44,11 +76,15 @@ async fn timeline(
     }
     // Bucket width in seconds; a whole number of minutes keeps buckets aligned to the clock.
     let bucket_s = int(&q, "bucket", 60)?;
-    if bucket_s < 60 || bucket_s % 60 != 0 || minutes * 60 / bucket_s > MAX_BUCKETS {
+    // At most the window: also keeps `bucket_s * 1000` far from overflowing.
+    if !(60..=minutes * 60).contains(&bucket_s)
+        || bucket_s % 60 != 0
+        || minutes * 60 / bucket_s > MAX_BUCKETS
+    {
         return Err(ApiError::bad_param(
             "bucket",
             format!(
-                "`bucket` must be a multiple of 60 seconds giving at most {MAX_BUCKETS} buckets"
+                "`bucket` must be a multiple of 60 seconds, at most the window, giving at most {MAX_BUCKETS} buckets"
             ),
         ));
     }
@@ -62,9 +98,10 @@ async fn timeline(
         .store()
         .read()
         .timeline(start, bucket_ms, count as usize);
-    let mut data = serde_json::to_value(&t).unwrap_or_default();
-    data["start"] = json!(start);
-    data["end"] = json!(end);
-    data["bucket_ms"] = json!(bucket_ms);
-    Ok(Json(json!({"success": true, "data": data})).into_response())
+    Ok(AdminData::ok(TimelineData {
+        timeline: t,
+        start,
+        end,
+        bucket_ms,
+    }))
 }

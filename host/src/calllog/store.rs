@@ -61,7 +61,7 @@ impl LogFilter {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LogStats {
     pub total: u64,
     pub success: u64,
@@ -239,7 +239,7 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
 // ---- Timeline for the admin console's overview chart (GET /api/logs/timeline) ----
 
 /// Calls started in one time bucket.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct TimelineBucket {
     /// Unix ms of the bucket's start.
     pub t: i64,
@@ -247,7 +247,7 @@ pub struct TimelineBucket {
     pub success: u32,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Timeline {
     pub buckets: Vec<TimelineBucket>,
     pub total: u64,

@@ -111,7 +111,7 @@ impl SettingsError {
 }
 
 /// What an update changed.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Applied {
     /// Keys (`section.name`) whose value changed, live or not.
     pub changed: Vec<String>,

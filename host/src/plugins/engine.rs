@@ -47,7 +47,7 @@ const LOAD_DEADLINE: Duration = Duration::from_secs(2);
 const MAX_LOG_MESSAGE: usize = 2048;
 
 /// Which hook a component fills, detected from its exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Selector,
@@ -269,7 +269,7 @@ fn classify(store: &mut Store<HostState>, err: wasmtime::Error) -> HookError {
 }
 
 /// Where a compiled component came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CompileSource {
     /// Compiled now (and written to the cache).

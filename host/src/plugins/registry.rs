@@ -30,7 +30,7 @@ const MAX_IDLE: usize = 8;
 const MAX_FILE_BYTES: u64 = 128 << 20;
 
 /// Which hook a plugin is configured for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Hook {
     Selector,
@@ -48,7 +48,7 @@ impl Hook {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// A version is serving.
@@ -62,7 +62,7 @@ pub enum State {
 }
 
 /// One plugin as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginStatus {
     pub name: String,
     pub kind: Option<Kind>,
@@ -85,7 +85,7 @@ pub struct PluginStatus {
 }
 
 /// The result of loading one file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum LoadOutcome {
     Loaded { source: CompileSource, took_ms: u64 },

@@ -434,7 +434,7 @@ pub enum AssignError {
 }
 
 /// A proxy as the admin API shows it: Grok2API's fields plus ours, credentials masked.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProxyView {
     pub url: String,
     pub healthy: bool,
@@ -450,7 +450,7 @@ pub struct ProxyView {
     pub next_check: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProxyListing {
     pub proxies: Vec<ProxyView>,
     /// Token id → masked proxy URL.

@@ -40,7 +40,7 @@ pub enum FetchError {
 }
 
 /// What a fetch changed, credentials masked.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RefreshReport {
     pub added: Vec<String>,
     pub dropped: Vec<String>,

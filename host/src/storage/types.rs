@@ -95,7 +95,7 @@ pub struct SessionRecord {
 
 /// One call-log entry: Grok2API's fields (so existing tools keep working) plus ours. Never holds a secret:
 /// `sso` is masked and Grok2API's `sso_full` is read only to find the token id, then dropped.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(default)]
 pub struct CallLogEntry {
     pub id: String,

@@ -17,7 +17,7 @@ pub const MAX_AUTH_FAILURES: u32 = 3;
 const COOLDOWN_BASE: Duration = Duration::from_secs(5);
 const COOLDOWN_MAX: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum TokenKind {
     #[serde(rename = "sso")]
     Normal,
@@ -336,6 +336,9 @@ pub struct AddResult {
     pub added: usize,
     pub existing: usize,
     pub skipped_blank: usize,
+    /// Secrets with characters an HTTP header cannot carry (control characters, non-ASCII, spaces): such a
+    /// token could never be sent upstream.
+    pub skipped_invalid: usize,
 }
 
 impl TokenPool {
@@ -455,6 +458,10 @@ impl TokenPool {
             let secret = raw.trim();
             if secret.is_empty() {
                 result.skipped_blank += 1;
+                continue;
+            }
+            if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+                result.skipped_invalid += 1;
                 continue;
             }
             // Re-adding a known token keeps its record (Grok2API reset quotas, tags and note).
@@ -593,6 +600,18 @@ mod tests {
         let secrets: Vec<String> = (0..n).map(|i| format!("secret-token-{i}")).collect();
         pool.add(&secrets, TokenKind::Normal).await;
         (dir, pool)
+    }
+
+    #[tokio::test]
+    async fn add_skips_secrets_a_header_cannot_carry() {
+        let (_d, pool) = pool_with(0).await;
+        let secrets: Vec<String> = ["ok-token", "has space", "ctl\u{1}x", "ünïcode", " trimmed "]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = pool.add(&secrets, TokenKind::Normal).await;
+        assert_eq!((r.added, r.skipped_invalid), (2, 3));
+        assert_eq!(pool.len(), 2);
     }
 
     #[tokio::test]

@@ -161,7 +161,7 @@ struct Inner {
 }
 
 /// Per-sink figures for the admin API and metrics.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SinkStatus {
     pub name: String,
     /// `builtin` or `plugin`.
@@ -183,7 +183,7 @@ pub struct SinkStatus {
     pub last_error_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Status {
     pub outbox_depth: usize,
     pub outbox_max: usize,
