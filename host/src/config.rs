@@ -97,6 +97,19 @@ pub struct GlobalSettings {
     pub metrics_per_token: bool,
     /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
     pub metrics_token: Secret,
+    /// Seconds a client gets to send a request's headers (also how long an idle keep-alive connection waits
+    /// for its next request); slower clients are disconnected.
+    pub header_read_timeout: f64,
+    /// Largest request head (request line + headers) accepted; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Most client connections open at once; further ones wait in the listen backlog. 0 = no limit.
+    pub max_connections: usize,
+    /// Requests per minute one client IP may make on `/v1`; 0 = no limit.
+    pub rate_limit_per_minute: u32,
+    /// Requests a client IP may make at once before the per-minute rate applies; 0 = `rate_limit_per_minute`.
+    pub rate_limit_burst: u32,
+    /// Largest non-streamed upstream answer the gateway buffers; a larger one is answered 502.
+    pub max_upstream_body_bytes: usize,
 }
 
 impl Default for GlobalSettings {
@@ -117,6 +130,12 @@ impl Default for GlobalSettings {
             shutdown_grace: 30.0,
             metrics_per_token: false,
             metrics_token: Secret::new(""),
+            header_read_timeout: 30.0,
+            max_header_bytes: 32 * 1024,
+            max_connections: 4096,
+            rate_limit_per_minute: 0,
+            rate_limit_burst: 0,
+            max_upstream_body_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -402,8 +421,13 @@ impl AuthHeader {
     }
 }
 
+/// Validation only checks the sign, so a huge value (1e300) must not panic here, nor overflow `Instant + d`
+/// later: capped at about a century.
 fn secs(v: f64) -> Duration {
-    Duration::from_secs_f64(v.max(0.0))
+    if v.is_nan() {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(v.clamp(0.0, 3.0e9))
 }
 
 impl GrokSettings {
@@ -460,6 +484,9 @@ impl GlobalSettings {
     }
     pub fn shutdown_grace(&self) -> Duration {
         secs(self.shutdown_grace)
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        secs(self.header_read_timeout)
     }
 }
 
@@ -587,6 +614,24 @@ impl Settings {
         if g.max_body_bytes < 1024 {
             return Err(bad("global.max_body_bytes", "must be at least 1024".into()));
         }
+        if !(g.header_read_timeout.is_finite() && g.header_read_timeout > 0.0) {
+            return Err(bad(
+                "global.header_read_timeout",
+                format!("must be more than 0 seconds, got {}", g.header_read_timeout),
+            ));
+        }
+        if !(1024..=16 << 20).contains(&g.max_header_bytes) {
+            return Err(bad(
+                "global.max_header_bytes",
+                "must be between 1024 and 16777216".into(),
+            ));
+        }
+        if g.max_upstream_body_bytes < 1024 {
+            return Err(bad(
+                "global.max_upstream_body_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
         let url = reqwest::Url::parse(&k.base_url).map_err(|e| {
             bad(
                 "grok.base_url",
@@ -689,6 +734,12 @@ const GLOBAL_KEYS: &[&str] = &[
     "shutdown_grace",
     "metrics_per_token",
     "metrics_token",
+    "header_read_timeout",
+    "max_header_bytes",
+    "max_connections",
+    "rate_limit_per_minute",
+    "rate_limit_burst",
+    "max_upstream_body_bytes",
 ];
 #[cfg(test)]
 const PLUGIN_KEYS: &[&str] = &[

@@ -6,6 +6,7 @@ mod logs;
 mod openai;
 mod plugins;
 mod proxies;
+pub mod ratelimit;
 mod timeline;
 mod ui;
 
@@ -37,6 +38,8 @@ pub struct AppInner {
     pub plugins: crate::plugins::Registry,
     pub storage_mode: StorageMode,
     pub started: Instant,
+    /// Per-client request rate on `/v1`; `None` when `global.rate_limit_per_minute` is 0.
+    pub rate_limit: Option<Arc<ratelimit::ClientRateLimit>>,
 }
 
 /// Shared by every handler; cloning is one `Arc` bump.
