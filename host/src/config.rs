@@ -1107,4 +1107,57 @@ mod tests {
         let b = AuthHeader::parse("Authorization: Bearer {token}").unwrap();
         assert_eq!(b.value("t1").unwrap(), "Bearer t1");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_parses_or_errors(text in "[\\[\\]a-z_=\"0-9.\n -]{0,200}") {
+                if let Ok((s, _)) = parse(&text) {
+                    let _ = s.validate("prop");
+                }
+            }
+
+            #[test]
+            fn limits_round_trip(port in 1u16.., header_timeout in 0.001f64..1e6, header_bytes in 1024usize..(16 << 20), conns in 0usize..1_000_000, rate in 0u32..100_000, burst in 0u32..1000, upstream in 1024usize..(1 << 40), key in "[A-Za-z0-9_-]{0,30}") {
+                let text = format!(
+                    "[global]\nport = {port}\nheader_read_timeout = {header_timeout:?}\nmax_header_bytes = {header_bytes}\n\
+                     max_connections = {conns}\nrate_limit_per_minute = {rate}\nrate_limit_burst = {burst}\n\
+                     max_upstream_body_bytes = {upstream}\n[grok]\napi_key = \"{key}\"\n"
+                );
+                let (s, warnings) = parse(&text).unwrap();
+                prop_assert!(warnings.is_empty());
+                s.validate("prop").unwrap();
+                prop_assert_eq!(s.global.port, port);
+                prop_assert_eq!(s.global.header_read_timeout, header_timeout);
+                prop_assert_eq!(s.global.max_header_bytes, header_bytes);
+                prop_assert_eq!(s.global.max_connections, conns);
+                prop_assert_eq!(s.global.rate_limit_per_minute, rate);
+                prop_assert_eq!(s.global.rate_limit_burst, burst);
+                prop_assert_eq!(s.global.max_upstream_body_bytes, upstream);
+                prop_assert_eq!(s.grok.api_key.expose(), key.as_str());
+                // Huge timeouts stay usable durations.
+                let _ = std::time::Instant::now() + s.global.header_read_timeout();
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        for (line, key) in [
+            ("header_read_timeout = 0", "header_read_timeout"),
+            ("header_read_timeout = nan", "header_read_timeout"),
+            ("max_header_bytes = 100", "max_header_bytes"),
+            ("max_upstream_body_bytes = 10", "max_upstream_body_bytes"),
+        ] {
+            let (s, _) = parse(&format!("[global]\n{line}\n")).unwrap();
+            let e = s.validate("t").unwrap_err().to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
+        let (s, _) = parse("[grok]\nstream_total_timeout = 1e300\n").unwrap();
+        s.validate("t").unwrap();
+        let _ = std::time::Instant::now() + s.grok.total_timeout().unwrap();
+    }
 }

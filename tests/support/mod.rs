@@ -65,6 +65,7 @@ pub struct GatewayBuilder {
     tokens: Option<String>,
     env: Vec<(String, String)>,
     dir: Option<PathBuf>,
+    keepalive: bool,
 }
 
 impl GatewayBuilder {
@@ -75,6 +76,7 @@ impl GatewayBuilder {
             tokens: None,
             env: Vec::new(),
             dir: None,
+            keepalive: true,
         }
     }
     pub fn grok(mut self, line: &str) -> Self {
@@ -109,6 +111,11 @@ impl GatewayBuilder {
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    /// The test client closes every connection after its answer (for tests counting server connections).
+    pub fn no_keepalive(mut self) -> Self {
+        self.keepalive = false;
         self
     }
     /// Reuse a data directory (to restart a gateway on the same state).
@@ -173,7 +180,14 @@ impl GatewayBuilder {
             dir,
             _tmp: tmp,
             logs,
-            http: reqwest::Client::new(),
+            http: if self.keepalive {
+                reqwest::Client::new()
+            } else {
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap()
+            },
         };
         gw.wait_ready().await;
         gw
