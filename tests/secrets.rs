@@ -49,7 +49,8 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// What of a state file may not hold secrets: token.json without its keys, proxy_state.json without the proxy
-/// URLs (the credential store of admin-added proxies). Other files are scanned whole.
+/// URLs (the credential store of admin-added proxies, also the values of the token bindings). Other files are
+/// scanned whole.
 fn scannable(name: &str, bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes).into_owned();
     match name {
@@ -73,7 +74,10 @@ fn scannable(name: &str, bytes: &[u8]) -> String {
                     rest.push(rec.clone());
                 }
             }
-            rest.push(v["assignments"].clone());
+            // Bindings map token ids to proxy URLs: the keys only.
+            if let Some(m) = v["assignments"].as_object() {
+                rest.push(json!(m.keys().collect::<Vec<_>>()));
+            }
             serde_json::to_string(&rest).unwrap()
         }
         _ => text,
