@@ -115,7 +115,10 @@ fn plugin_check_reports_world_metadata_and_exit_codes() {
         let (code, out, err) = grok2api(&["plugin", "check", path.to_str().unwrap()], dir.path());
         assert_eq!(code, 0, "{name}: {out}{err}");
         assert!(out.contains(&format!("world: {world}")), "{out}");
-        assert!(out.contains("trial call: ok") && out.contains("version: "), "{out}");
+        assert!(
+            out.contains("trial call: ok") && out.contains("version: "),
+            "{out}"
+        );
         assert!(out.trim_end().ends_with("ok"), "{out}");
     };
     ok("least-latency", "proxy-selector (hook: plugins.selector)");
@@ -127,7 +130,13 @@ fn plugin_check_reports_world_metadata_and_exit_codes() {
         assert_eq!(code, 0, "{out}");
         // Its `init` refuses an unknown mode: the plugin failed.
         let (code, out, err) = grok2api(
-            &["plugin", "check", sandbox, "--init-config", r#"{"mode": "nope"}"#],
+            &[
+                "plugin",
+                "check",
+                sandbox,
+                "--init-config",
+                r#"{"mode": "nope"}"#,
+            ],
             dir.path(),
         );
         assert_eq!(code, 1, "{out}{err}");

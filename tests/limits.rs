@@ -21,7 +21,8 @@ fn closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 1024];
     while Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
@@ -38,7 +39,8 @@ fn closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
 
 /// Sends a keep-alive `GET /health` and reads the answer's head; `None` when none came within `timeout`.
 fn health(s: &mut TcpStream, timeout: Duration) -> Option<String> {
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     read_head(s, timeout)
 }
 
@@ -67,12 +69,16 @@ async fn slow_header_client_is_disconnected() {
     let closed = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).unwrap();
         // Half a request head, then silence.
-        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: ").unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            .unwrap();
         closed_within(&mut s, Duration::from_secs(20))
     })
     .await
     .unwrap();
-    assert!(closed, "a client that never finished its headers kept its connection");
+    assert!(
+        closed,
+        "a client that never finished its headers kept its connection"
+    );
     assert!(
         started.elapsed() >= Duration::from_millis(900),
         "closed before the timeout: {:?}",
@@ -121,8 +127,12 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
         // (The readiness probe closed its connection: `no_keepalive`.)
         let mut a = TcpStream::connect(&addr).unwrap();
         let mut b = TcpStream::connect(&addr).unwrap();
-        assert!(health(&mut a, Duration::from_secs(15)).unwrap().contains(" 200 "));
-        assert!(health(&mut b, Duration::from_secs(15)).unwrap().contains(" 200 "));
+        assert!(health(&mut a, Duration::from_secs(15))
+            .unwrap()
+            .contains(" 200 "));
+        assert!(health(&mut b, Duration::from_secs(15))
+            .unwrap()
+            .contains(" 200 "));
         // Both slots are held by open keep-alive connections: a third is not served...
         let mut c = TcpStream::connect(&addr).unwrap();
         assert!(
@@ -172,7 +182,12 @@ async fn per_client_rate_limit_answers_429_then_recovers() {
     assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
     // Only /v1 is limited.
     assert_eq!(
-        gw.http.get(gw.url("/health")).send().await.unwrap().status(),
+        gw.http
+            .get(gw.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     tokio::time::sleep(Duration::from_secs(retry)).await;

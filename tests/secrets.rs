@@ -195,7 +195,11 @@ async fn no_secret_leaks_into_logs_files_metrics_or_answers() {
     let list = gw.admin_get(&session, "/api/tokens?page_size=100").await;
     for t in list["data"].as_array().unwrap() {
         let r = gw
-            .admin_post(&session, "/api/tokens/test", json!({"token": t["token_id"]}))
+            .admin_post(
+                &session,
+                "/api/tokens/test",
+                json!({"token": t["token_id"]}),
+            )
             .await;
         keep("tokens/test", r.to_string());
     }
@@ -262,7 +266,11 @@ async fn no_secret_leaks_into_logs_files_metrics_or_answers() {
     let mut check = |place: &str, text: &str| {
         for s in secrets {
             if let Some(at) = text.find(s) {
-                let from = text[..at].char_indices().rev().nth(80).map_or(0, |(i, _)| i);
+                let from = text[..at]
+                    .char_indices()
+                    .rev()
+                    .nth(80)
+                    .map_or(0, |(i, _)| i);
                 let to = (at + s.len() + 40).min(text.len());
                 let to = (to..=text.len())
                     .find(|i| text.is_char_boundary(*i))
@@ -271,7 +279,10 @@ async fn no_secret_leaks_into_logs_files_metrics_or_answers() {
             }
         }
     };
-    assert!(stopped.logs.lines().count() > 50, "too few log lines captured");
+    assert!(
+        stopped.logs.lines().count() > 50,
+        "too few log lines captured"
+    );
     for (i, line) in stopped.logs.lines().enumerate() {
         check(&format!("log line {}", i + 1), line);
     }

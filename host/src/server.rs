@@ -316,6 +316,8 @@ pub async fn accept_loop(
         let conn = http.serve_connection(TokioIo::new(tcp), svc);
         // Held for the connection's life: counts it as open, and says when to drain.
         let mut drain = open_tx.subscribe();
+        let open = metrics::gauge!("grok2api_connections_open");
+        open.increment(1.0);
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let mut draining = false;
@@ -333,6 +335,7 @@ pub async fn accept_loop(
                     }
                 }
             }
+            open.decrement(1.0);
             drop(permit);
         });
     }

@@ -85,6 +85,14 @@ fn describe() {
         "grok2api_calllog_persist_errors_total",
         "Failed call-log writes (retried)"
     );
+    describe_counter!(
+        "grok2api_rate_limited_total",
+        "/v1 requests refused by the per-client rate limit (global.rate_limit_per_minute)"
+    );
+    describe_gauge!(
+        "grok2api_connections_open",
+        "Client connections open (capped by global.max_connections)"
+    );
 }
 
 /// Bounded model labels: reads are lock-free; a new model takes a mutex once.

@@ -173,8 +173,11 @@ pub fn scrub_userinfo(text: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
+        // Not `'` or `)`: both are legal in a password (RFC 3986 sub-delims) and URL normalisation leaves them
+        // as they are, so stopping there would print the rest of the password (found by a property test). A
+        // quote or parenthesis after the host just stays part of the host text.
         let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '/' | ')' | '"' | '\''))
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '"' | '?' | '#' | '<' | '>'))
             .unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rsplit_once('@') {
@@ -238,6 +241,10 @@ mod tests {
             "error for http://u:****@h:1/x and socks5h://a:****@c:2"
         );
         assert_eq!(scrub_userinfo("no url here"), "no url here");
+        assert_eq!(
+            scrub_userinfo("(via 'http://u:p'w)d@h:1')"),
+            "(via 'http://u:****@h:1')"
+        );
         assert_eq!(scrub_userinfo("http://h:1/p"), "http://h:1/p");
     }
 
