@@ -495,7 +495,7 @@ mod tests {
                     text.push('\n');
                     // Torn or foreign lines in between (never valid entries: they do not start with `{`).
                     if let Some(junk) = g.next() {
-                        text.push_str("x");
+                        text.push('x');
                         text.push_str(junk);
                         text.push('\n');
                     }
