@@ -102,3 +102,99 @@ fn tokens_import_lines_and_grok2api_file() {
     );
     assert_eq!(code, 2, "{err}");
 }
+
+mod support;
+
+#[test]
+fn plugin_check_reports_world_metadata_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = |name: &str, world: &str| {
+        let Some(path) = support::plugins::built(name) else {
+            return;
+        };
+        let (code, out, err) = grok2api(&["plugin", "check", path.to_str().unwrap()], dir.path());
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(out.contains(&format!("world: {world}")), "{out}");
+        assert!(
+            out.contains("trial call: ok") && out.contains("version: "),
+            "{out}"
+        );
+        assert!(out.trim_end().ends_with("ok"), "{out}");
+    };
+    ok("least-latency", "proxy-selector (hook: plugins.selector)");
+    ok("json-pool", "pool-parser (hook: plugins.pool_parser)");
+
+    if let Some(sandbox) = support::plugins::built("tg-sandbox") {
+        let sandbox = sandbox.to_str().unwrap();
+        let (code, out, _) = grok2api(&["plugin", "check", sandbox], dir.path());
+        assert_eq!(code, 0, "{out}");
+        // Its `init` refuses an unknown mode: the plugin failed.
+        let (code, out, err) = grok2api(
+            &[
+                "plugin",
+                "check",
+                sandbox,
+                "--init-config",
+                r#"{"mode": "nope"}"#,
+            ],
+            dir.path(),
+        );
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("unknown mode nope"), "{err}");
+        // Not JSON: bad usage.
+        let (code, _, err) = grok2api(
+            &["plugin", "check", sandbox, "--init-config", "{mode"],
+            dir.path(),
+        );
+        assert_eq!(code, 2, "{err}");
+    }
+    if let Some(p) = support::plugins::built("tg-no-world") {
+        let (code, _, err) = grok2api(&["plugin", "check", p.to_str().unwrap()], dir.path());
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("matches no plugin world"), "{err}");
+    }
+
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm not really a component \xff\xfe").unwrap();
+    let (code, _, err) = grok2api(&["plugin", "check", garbage.to_str().unwrap()], dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a valid component"), "{err}");
+
+    let (code, _, err) = grok2api(&["plugin", "check", "/nonexistent/x.wasm"], dir.path());
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = grok2api(&["plugin", "check"], dir.path());
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn global_options_data_dir_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let cfg = other.path().join("elsewhere.toml");
+    std::fs::write(&cfg, "[global]\nmax_connections = 10\n").unwrap();
+    // --data-dir wins over DATA_DIR; the settings file is read from it.
+    std::fs::write(
+        other.path().join("setting.toml"),
+        "[global]\nheader_read_timeout = -1\n",
+    )
+    .unwrap();
+    let (code, _, err) = grok2api(
+        &["--data-dir", other.path().to_str().unwrap(), "check-config"],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("header_read_timeout"), "{err}");
+    // --config names another file, after the subcommand as well.
+    let (code, out, err) = grok2api(
+        &[
+            "--data-dir",
+            other.path().to_str().unwrap(),
+            "check-config",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("elsewhere.toml"), "{out}");
+}

@@ -118,6 +118,19 @@ pub struct GlobalSettings {
     /// private, link-local and metadata addresses are refused unless allowed explicitly.
     pub webhook_allow: Vec<String>,
     pub webhook_deny: Vec<String>,
+    /// Seconds a client gets to send a request's headers (also how long an idle keep-alive connection waits
+    /// for its next request); slower clients are disconnected.
+    pub header_read_timeout: f64,
+    /// Largest request head (request line + headers) accepted; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Most client connections open at once; further ones wait in the listen backlog. 0 = no limit.
+    pub max_connections: usize,
+    /// Requests per minute one client IP may make on `/v1`; 0 = no limit.
+    pub rate_limit_per_minute: u32,
+    /// Requests a client IP may make at once before the per-minute rate applies; 0 = `rate_limit_per_minute`.
+    pub rate_limit_burst: u32,
+    /// Largest non-streamed upstream answer the gateway buffers; a larger one is answered 502.
+    pub max_upstream_body_bytes: usize,
 }
 
 impl Default for GlobalSettings {
@@ -147,6 +160,12 @@ impl Default for GlobalSettings {
             webhook_backoff_max: 300.0,
             webhook_allow: Vec::new(),
             webhook_deny: Vec::new(),
+            header_read_timeout: 30.0,
+            max_header_bytes: 32 * 1024,
+            max_connections: 4096,
+            rate_limit_per_minute: 0,
+            rate_limit_burst: 0,
+            max_upstream_body_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -456,8 +475,13 @@ impl AuthHeader {
     }
 }
 
+/// Validation only checks the sign, so a huge value (1e300) must not panic here, nor overflow `Instant + d`
+/// later: capped at about a century.
 fn secs(v: f64) -> Duration {
-    Duration::from_secs_f64(v.max(0.0))
+    if v.is_nan() {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(v.clamp(0.0, 3.0e9))
 }
 
 impl GrokSettings {
@@ -520,6 +544,9 @@ impl GlobalSettings {
         &self,
     ) -> Result<crate::netpolicy::NetPolicy, crate::netpolicy::BadEntry> {
         crate::netpolicy::NetPolicy::new(&self.webhook_allow, &self.webhook_deny, &[])
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        secs(self.header_read_timeout)
     }
 }
 
@@ -657,6 +684,24 @@ impl Settings {
         }
         if g.max_body_bytes < 1024 {
             return Err(bad("global.max_body_bytes", "must be at least 1024".into()));
+        }
+        if !(g.header_read_timeout.is_finite() && g.header_read_timeout > 0.0) {
+            return Err(bad(
+                "global.header_read_timeout",
+                format!("must be more than 0 seconds, got {}", g.header_read_timeout),
+            ));
+        }
+        if !(1024..=16 << 20).contains(&g.max_header_bytes) {
+            return Err(bad(
+                "global.max_header_bytes",
+                "must be between 1024 and 16777216".into(),
+            ));
+        }
+        if g.max_upstream_body_bytes < 1024 {
+            return Err(bad(
+                "global.max_upstream_body_bytes",
+                "must be at least 1024".into(),
+            ));
         }
         let url = reqwest::Url::parse(&k.base_url).map_err(|e| {
             bad(
@@ -815,6 +860,12 @@ const GLOBAL_KEYS: &[&str] = &[
     "webhook_backoff_max",
     "webhook_allow",
     "webhook_deny",
+    "header_read_timeout",
+    "max_header_bytes",
+    "max_connections",
+    "rate_limit_per_minute",
+    "rate_limit_burst",
+    "max_upstream_body_bytes",
 ];
 #[cfg(test)]
 const PLUGIN_KEYS: &[&str] = &[
@@ -1280,5 +1331,58 @@ mod tests {
         assert_eq!(h.value("abc").unwrap(), "sso-rw=abc;sso=abc");
         let b = AuthHeader::parse("Authorization: Bearer {token}").unwrap();
         assert_eq!(b.value("t1").unwrap(), "Bearer t1");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_parses_or_errors(text in "[\\[\\]a-z_=\"0-9.\n -]{0,200}") {
+                if let Ok((s, _)) = parse(&text) {
+                    let _ = s.validate("prop");
+                }
+            }
+
+            #[test]
+            fn limits_round_trip(port in 1u16.., header_timeout in 0.001f64..1e6, header_bytes in 1024usize..(16 << 20), conns in 0usize..1_000_000, rate in 0u32..100_000, burst in 0u32..1000, upstream in 1024usize..(1 << 40), key in "[A-Za-z0-9_-]{0,30}") {
+                let text = format!(
+                    "[global]\nport = {port}\nheader_read_timeout = {header_timeout:?}\nmax_header_bytes = {header_bytes}\n\
+                     max_connections = {conns}\nrate_limit_per_minute = {rate}\nrate_limit_burst = {burst}\n\
+                     max_upstream_body_bytes = {upstream}\n[grok]\napi_key = \"{key}\"\n"
+                );
+                let (s, warnings) = parse(&text).unwrap();
+                prop_assert!(warnings.is_empty());
+                s.validate("prop").unwrap();
+                prop_assert_eq!(s.global.port, port);
+                prop_assert_eq!(s.global.header_read_timeout, header_timeout);
+                prop_assert_eq!(s.global.max_header_bytes, header_bytes);
+                prop_assert_eq!(s.global.max_connections, conns);
+                prop_assert_eq!(s.global.rate_limit_per_minute, rate);
+                prop_assert_eq!(s.global.rate_limit_burst, burst);
+                prop_assert_eq!(s.global.max_upstream_body_bytes, upstream);
+                prop_assert_eq!(s.grok.api_key.expose(), key.as_str());
+                // Huge timeouts stay usable durations.
+                let _ = std::time::Instant::now() + s.global.header_read_timeout();
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        for (line, key) in [
+            ("header_read_timeout = 0", "header_read_timeout"),
+            ("header_read_timeout = nan", "header_read_timeout"),
+            ("max_header_bytes = 100", "max_header_bytes"),
+            ("max_upstream_body_bytes = 10", "max_upstream_body_bytes"),
+        ] {
+            let (s, _) = parse(&format!("[global]\n{line}\n")).unwrap();
+            let e = s.validate("t").unwrap_err().to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
+        let (s, _) = parse("[grok]\nstream_total_timeout = 1e300\n").unwrap();
+        s.validate("t").unwrap();
+        let _ = std::time::Instant::now() + s.grok.total_timeout().unwrap();
     }
 }

@@ -1,7 +1,7 @@
 //! The `grok2api` binary: command line, logging, the runtime, and the subcommands.
 //!
 //! Exit codes scripts can rely on: 0 success, 1 a runtime failure (storage, network, bind), 2 bad usage or
-//! bad settings.
+//! bad settings. `plugin check`: 1 when the plugin fails a step, 2 when the file cannot be read.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +62,25 @@ enum Command {
         #[arg(long)]
         from: Option<PathBuf>,
     },
+    /// Check WASM plugins before deploying them.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a component with the gateway's engine and limits ([plugins] timeout_ms, memory_mb), print the hook
+    /// it implements and its metadata, run `init` and one trial call. Exit 0 ok, 1 the plugin failed, 2 bad
+    /// usage or an unreadable file.
+    Check {
+        file: PathBuf,
+        /// JSON given to the plugin's `init` (default: its [plugins.config.NAME] table, else `{}`).
+        /// (`--config` names the settings file.)
+        #[arg(long, value_name = "JSON")]
+        init_config: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +111,9 @@ fn main() -> ExitCode {
         } => import_tokens(&env, &file, &token_type),
         Command::Export { out } => transfer(&env, out, true),
         Command::Import { from } => transfer(&env, from, false),
+        Command::Plugin {
+            command: PluginCommand::Check { file, init_config },
+        } => plugin_check(&env, &file, init_config),
     }
 }
 
@@ -286,6 +308,64 @@ async fn open_store(startup: &Startup) -> Result<Arc<dyn Storage>, ExitCode> {
             _ => ExitCode::from(1),
         }
     })
+}
+
+fn plugin_check(
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &std::path::Path,
+    init_config: Option<String>,
+) -> ExitCode {
+    let startup = match load(env) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let plugins = &startup.settings.plugins;
+    let config = match init_config {
+        Some(c) => match serde_json::from_str::<serde_json::Value>(&c) {
+            Ok(v) => v.to_string(),
+            Err(e) => {
+                eprintln!("grok2api: --init-config is not JSON: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(|name| plugins.config_json(name))
+            .unwrap_or_else(|| "{}".into()),
+    };
+    println!("file: {}", file.display());
+    match grok2api::plugins::check_file(file, plugins, &config) {
+        Ok(r) => {
+            println!("sha256: {}", r.sha256);
+            println!(
+                "world: {} (hook: {})",
+                r.world,
+                match r.kind {
+                    grok2api::plugins::Kind::Selector => "plugins.selector",
+                    grok2api::plugins::Kind::PoolParser => "plugins.pool_parser",
+                    grok2api::plugins::Kind::LogWebhook => "plugins.webhooks",
+                }
+            );
+            println!("name: {}", r.info.name);
+            println!("version: {}", r.info.version);
+            println!("description: {}", r.info.description);
+            println!("init: ok (config {config})");
+            println!("compile: {} ms", r.compile_ms);
+            println!("trial call: ok ({} ms)", r.trial_ms);
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(grok2api::plugins::CheckError::Unreadable(e)) => {
+            eprintln!("grok2api: cannot read the plugin: {e}");
+            ExitCode::from(2)
+        }
+        Err(grok2api::plugins::CheckError::Plugin(e)) => {
+            println!("failed: {e}");
+            eprintln!("grok2api: plugin check failed: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `export` (store → directory) and `import` (directory → store).

@@ -1,9 +1,14 @@
 //! Wiring and lifecycle: build the services from the settings, serve, and shut down in order
 //! (stop accepting → drain in-flight requests, bounded → stop background tasks → flush state).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 
 use thiserror::Error;
 
@@ -170,6 +175,8 @@ pub async fn run_with(
         startup.overrides.clone(),
         log_level,
     );
+    let rate_limit = crate::api::ratelimit::ClientRateLimit::from_settings(&live.get().global);
+    let _rate_limit_cleanup = rate_limit.as_ref().map(|l| l.spawn_cleanup());
     let state = AppState(Arc::new(AppInner {
         settings: live.clone(),
         settings_manager,
@@ -182,6 +189,7 @@ pub async fn run_with(
         webhooks: webhooks.clone(),
         storage_mode: startup.storage_mode,
         started: Instant::now(),
+        rate_limit: rate_limit.clone(),
     }));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -239,10 +247,6 @@ pub async fn run_with(
             source,
         })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
-    // Without TCP_NODELAY small SSE frames wait for delayed ACKs (~40 ms each).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     tracing::info!(
         addr = %local,
         storage = startup.storage_mode.as_str(),
@@ -259,22 +263,16 @@ pub async fn run_with(
         let _ = signal_tx.send(());
     });
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let mut serve = tokio::spawn(async move {
-        let mut drain_rx = drain_rx;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = drain_rx.wait_for(|v| *v).await;
-            })
-            .await
-    });
+    let limits = ConnLimits::from_settings(&settings.global);
+    let app = router(state);
+    let mut serve = tokio::spawn(accept_loop(listener, app, limits, drain_rx));
 
     tokio::select! {
         r = &mut serve => {
             // The server ended on its own: an error; still flush what we have.
-            let r = r.map_err(|e| ServerError::Serve(std::io::Error::other(e)));
+            let r = r.map_err(|e| ServerError::Serve(std::io::Error::other(e))).and_then(|r| r.map_err(ServerError::Serve));
             flush(&tokens, &proxies, &calllog, webhooks.as_ref(), &stop_tx, background).await;
-            return r?.map_err(ServerError::Serve);
+            return r;
         }
         _ = signal_rx => {}
     }
@@ -334,4 +332,120 @@ async fn flush(
         Ok(false) => {}
         Err(e) => tracing::error!(error = %e, "saving token state at shutdown failed"),
     }
+}
+
+/// Connection-level limits from `[global]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// 0 = no limit.
+    pub max_connections: usize,
+}
+
+impl ConnLimits {
+    pub fn from_settings(g: &crate::config::GlobalSettings) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: g.header_read_timeout(),
+            max_header_bytes: g.max_header_bytes,
+            max_connections: g.max_connections,
+        }
+    }
+}
+
+/// Accepts and serves HTTP/1.1 connections until `drain` turns true, then waits for the open ones to finish
+/// their requests. Our own loop rather than `axum::serve`, which has no header read timeout (slow-loris),
+/// header size limit or connection cap.
+///
+/// Over `max_connections` the loop stops accepting: new connections wait in the kernel's listen backlog
+/// instead of being accepted and closed, so a short burst is absorbed rather than failed.
+pub async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    mut drain: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes);
+    let slots =
+        (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+    // Every connection task holds a receiver; `closed()` on the sender tells when the last one ended.
+    let (open_tx, open_rx) = watch::channel(());
+    let mut stopping = std::pin::pin!(async move {
+        let _ = drain.wait_for(|v| *v).await;
+    });
+    loop {
+        let permit = match &slots {
+            Some(s) => tokio::select! {
+                p = s.clone().acquire_owned() => p.ok(),
+                _ = &mut stopping => break,
+            },
+            None => None,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = &mut stopping => break,
+        };
+        let (tcp, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::error!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        // Without TCP_NODELAY small SSE frames wait for delayed ACKs (~40 ms each).
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(addr));
+                let mut app = app.clone();
+                tower_service::Service::call(&mut app, req)
+            });
+        let conn = http.serve_connection(TokioIo::new(tcp), svc);
+        // Held for the connection's life: counts it as open, and says when to drain.
+        let mut drain = open_tx.subscribe();
+        let open = metrics::gauge!("grok2api_connections_open");
+        open.increment(1.0);
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = drain.changed(), if !draining => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            open.decrement(1.0);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    drop(open_rx);
+    // Tells every connection to finish its request in flight and close.
+    open_tx.send_replace(());
+    open_tx.closed().await;
+    Ok(())
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }

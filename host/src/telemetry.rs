@@ -117,6 +117,14 @@ fn describe() {
         "grok2api_netpolicy_denied_total",
         "Requests to a destination the allow/deny policy refused, by use (webhook, pool_api)"
     );
+    describe_counter!(
+        "grok2api_rate_limited_total",
+        "/v1 requests refused by the per-client rate limit (global.rate_limit_per_minute)"
+    );
+    describe_gauge!(
+        "grok2api_connections_open",
+        "Client connections open (capped by global.max_connections)"
+    );
 }
 
 /// Bounded model labels: reads are lock-free; a new model takes a mutex once.

@@ -66,6 +66,7 @@ pub struct GatewayBuilder {
     env: Vec<(String, String)>,
     unset: Vec<String>,
     dir: Option<PathBuf>,
+    keepalive: bool,
 }
 
 impl GatewayBuilder {
@@ -77,6 +78,7 @@ impl GatewayBuilder {
             env: Vec::new(),
             unset: Vec::new(),
             dir: None,
+            keepalive: true,
         }
     }
     pub fn grok(mut self, line: &str) -> Self {
@@ -116,6 +118,11 @@ impl GatewayBuilder {
     /// Leave out a variable the builder sets by default (e.g. `LOG_LEVEL`, `RUST_LOG`).
     pub fn unset_env(mut self, k: &str) -> Self {
         self.unset.push(k.into());
+        self
+    }
+    /// The test client closes every connection after its answer (for tests counting server connections).
+    pub fn no_keepalive(mut self) -> Self {
+        self.keepalive = false;
         self
     }
     /// Reuse a data directory (to restart a gateway on the same state).
@@ -183,7 +190,14 @@ impl GatewayBuilder {
             dir,
             _tmp: tmp,
             logs,
-            http: reqwest::Client::new(),
+            http: if self.keepalive {
+                reqwest::Client::new()
+            } else {
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap()
+            },
         };
         gw.wait_ready().await;
         gw

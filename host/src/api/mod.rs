@@ -8,6 +8,7 @@ pub mod openapi;
 mod plugins;
 mod proxies;
 mod settings;
+pub mod ratelimit;
 mod timeline;
 mod ui;
 mod webhooks;
@@ -47,6 +48,8 @@ pub struct AppInner {
     pub webhooks: Option<crate::webhook::Dispatcher>,
     pub storage_mode: StorageMode,
     pub started: Instant,
+    /// Per-client request rate on `/v1`; `None` when `global.rate_limit_per_minute` is 0.
+    pub rate_limit: Option<Arc<ratelimit::ClientRateLimit>>,
 }
 
 /// Shared by every handler; cloning is one `Arc` bump.

@@ -27,7 +27,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/images/generations", post(images_generations))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
-        .route_layer(middleware::from_fn_with_state(state, client_auth))
+        .route_layer(middleware::from_fn_with_state(state.clone(), client_auth))
+        // Outermost, so failed key guesses count against the client too.
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            super::ratelimit::limit,
+        ))
 }
 
 /// `Authorization: Bearer <grok.api_key>`; an empty key leaves the routes open (warned about at start-up).

@@ -39,6 +39,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "global.max_body_bytes",
     "global.shutdown_grace",
     "global.metrics_token",
+    "global.max_upstream_body_bytes",
     "grok.api_key",
     "grok.base_url",
     "grok.auth_header",
@@ -612,6 +613,12 @@ fn keep_restart_only(new: &mut Settings, running: &Settings) {
     g.webhook_backoff_max = r.webhook_backoff_max;
     g.webhook_allow.clone_from(&r.webhook_allow);
     g.webhook_deny.clone_from(&r.webhook_deny);
+    // The accept loop and the rate limiter are built once at start.
+    g.header_read_timeout = r.header_read_timeout;
+    g.max_header_bytes = r.max_header_bytes;
+    g.max_connections = r.max_connections;
+    g.rate_limit_per_minute = r.rate_limit_per_minute;
+    g.rate_limit_burst = r.rate_limit_burst;
     new.grok.proxy_pool_allow.clone_from(&running.grok.proxy_pool_allow);
     new.grok.proxy_pool_deny.clone_from(&running.grok.proxy_pool_deny);
     new.plugins.webhooks.clone_from(&running.plugins.webhooks);
@@ -646,8 +653,13 @@ mod tests {
         new.grok.proxy_pool_allow = vec!["loopback".into()];
         new.grok.proxy_pool_deny = vec!["private".into()];
         new.plugins.webhooks = vec!["hook".into()];
+        new.global.header_read_timeout = 1.0;
+        new.global.max_header_bytes = 2048;
+        new.global.max_connections = 1;
+        new.global.rate_limit_per_minute = 1;
+        new.global.rate_limit_burst = 1;
         let changed = changed_keys(&old, &new);
-        assert_eq!(changed.len(), 20, "{changed:?}");
+        assert_eq!(changed.len(), 25, "{changed:?}");
         assert!(changed.iter().all(|k| !is_live(k)), "{changed:?}");
         keep_restart_only(&mut new, &old);
         assert!(changed_keys(&old, &new).is_empty());

@@ -63,6 +63,14 @@ impl Kind {
             Kind::LogWebhook => "log-webhook",
         }
     }
+    /// The WIT world it implements.
+    pub fn world(self) -> &'static str {
+        match self {
+            Kind::Selector => "proxy-selector",
+            Kind::PoolParser => "pool-parser",
+            Kind::LogWebhook => "log-webhook",
+        }
+    }
     fn interface(self) -> &'static str {
         match self {
             Kind::Selector => "selector",
@@ -382,8 +390,7 @@ impl PluginEngine {
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+        let component = self.compile_uncached(bytes)?;
         match component.serialize() {
             Ok(out) => {
                 let written = std::fs::create_dir_all(cache_dir)
@@ -402,6 +409,11 @@ impl PluginEngine {
 
     /// Detects the world from the component's exports and links it. A component exporting no hook, or more
     /// than one, or importing what the host does not provide, is an error naming the problem.
+    /// Compiles without reading or writing the cache (`grok2api plugin check`).
+    pub fn compile_uncached(&self, bytes: &[u8]) -> Result<Component, PluginError> {
+        Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile(format!("{e:#}")))
+    }
+
     pub(crate) fn link(&self, component: &Component) -> Result<WorldPre, PluginError> {
         let exports: Vec<String> = component
             .component_type()

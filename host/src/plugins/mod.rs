@@ -23,7 +23,9 @@ use thiserror::Error;
 
 pub use engine::{CompileSource, Kind, PluginInfo};
 pub use pool_parser::WasmPoolParser;
-pub use registry::{Hook, LoadOutcome, PluginStatus, Registry, State};
+pub use registry::{
+    check_file, CheckError, CheckReport, Hook, LoadOutcome, PluginStatus, Registry, State,
+};
 pub use selector::WasmSelector;
 pub use watcher::Watcher;
 pub use webhook::WasmWebhook;

@@ -679,6 +679,80 @@ impl Core {
     }
 }
 
+/// What `grok2api plugin check` found out about a file.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub kind: Kind,
+    pub world: &'static str,
+    pub info: PluginInfo,
+    pub sha256: String,
+    pub compile_ms: u64,
+    pub trial_ms: u64,
+}
+
+/// Why `grok2api plugin check` failed: the file could not be read, or the plugin failed a step.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("{0}")]
+    Unreadable(String),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// Runs a file through the same steps as loading it, on an engine with the host's limits, without touching a
+/// plugin directory or its compile cache: compile, link (world detection), instantiate with `init(config)`,
+/// `describe`, and the trial call of its kind.
+pub fn check_file(
+    path: &Path,
+    settings: &PluginSettings,
+    config: &str,
+) -> Result<CheckReport, CheckError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CheckError::Unreadable(format!("{}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(CheckError::Unreadable(format!(
+            "{}: not a file",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(PluginError::Compile(format!(
+            "the file is larger than {} MiB",
+            MAX_FILE_BYTES >> 20
+        ))
+        .into());
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| CheckError::Unreadable(format!("{}: {e}", path.display())))?;
+    let engine = PluginEngine::new(Limits {
+        timeout: Duration::from_millis(settings.timeout_ms),
+        memory_bytes: (settings.memory_mb as usize) << 20,
+    })?;
+    let started = Instant::now();
+    let component = engine.compile_uncached(&bytes)?;
+    let pre = engine.link(&component)?;
+    let compile_ms = started.elapsed().as_millis() as u64;
+    let name: Arc<str> = plugin_name(path)
+        .unwrap_or_else(|| "plugin-check".into())
+        .into();
+    let mut inst = engine
+        .instantiate(&pre, &name, config)
+        .map_err(|e| PluginError::Init(e.to_string()))?;
+    let info = inst
+        .describe()
+        .map_err(|e| PluginError::Init(format!("describe: {e}")))?;
+    let started = Instant::now();
+    trial(&mut inst, pre.kind(), engine.limits().timeout)?;
+    Ok(CheckReport {
+        kind: pre.kind(),
+        world: pre.kind().world(),
+        info,
+        sha256: sha256_hex(&bytes),
+        compile_ms,
+        trial_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
 /// One call with sample arguments before a version may serve. Interpreted guests get a warm-up allowance: the
 /// first call of a QuickJS or SpiderMonkey instance is slower than the ones after it.
 fn trial(inst: &mut Instance, kind: Kind, timeout: Duration) -> Result<(), PluginError> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use health::{probe, ProbeResult};
-pub use parser::BuiltinParser;
+pub use parser::{spec_to_url, BuiltinParser};
 pub use pool::{
     AssignError, NoEgress, PoolOptions, ProxyEntry, ProxyListing, ProxyPool, ProxyView,
 };
@@ -173,8 +173,11 @@ pub fn scrub_userinfo(text: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
+        // Not `'` or `)`: both are legal in a password (RFC 3986 sub-delims) and URL normalisation leaves them
+        // as they are, so stopping there would print the rest of the password (found by a property test). A
+        // quote or parenthesis after the host just stays part of the host text.
         let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '/' | ')' | '"' | '\''))
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '"' | '?' | '#' | '<' | '>'))
             .unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rsplit_once('@') {
@@ -238,6 +241,10 @@ mod tests {
             "error for http://u:****@h:1/x and socks5h://a:****@c:2"
         );
         assert_eq!(scrub_userinfo("no url here"), "no url here");
+        assert_eq!(
+            scrub_userinfo("(via 'http://u:p'w)d@h:1')"),
+            "(via 'http://u:****@h:1')"
+        );
         assert_eq!(scrub_userinfo("http://h:1/p"), "http://h:1/p");
     }
 
@@ -258,6 +265,21 @@ mod tests {
             let once = normalize_proxy_url(&raw).unwrap();
             prop_assert_eq!(normalize_proxy_url(&once).unwrap(), once.clone());
             prop_assert!(once.starts_with("http://") || once.starts_with("https://") || once.starts_with("socks5h://"));
+        }
+
+        #[test]
+        fn masked_forms_never_show_the_password(host in "[a-z]{1,10}", port in 1u16.., user in "[a-z]{0,6}", pw in "PW[A-Za-z0-9%!$&'()*+,;=._~-]{3,16}", scheme in prop::sample::select(vec!["http://", "https://", "socks5://", ""])) {
+            let raw = format!("{scheme}{user}:{pw}@{host}:{port}");
+            let masked = mask_proxy_url(&raw);
+            prop_assert!(!masked.contains(&pw), "{}", masked);
+            if let Ok(n) = normalize_proxy_url(&raw) {
+                let m = mask_proxy_url(&n);
+                prop_assert!(!m.contains(&pw), "{}", m);
+                let scrubbed = scrub_userinfo(&format!("error connecting to {n}: refused"));
+                prop_assert!(!scrubbed.contains(&pw), "{}", scrubbed);
+            } else if let Err(e) = normalize_proxy_url(&raw) {
+                prop_assert!(!e.to_string().contains(&pw), "{}", e);
+            }
         }
     }
 }

@@ -169,7 +169,7 @@ fn error_hint(v: &Value) -> String {
 }
 
 /// The proxy URL a spec stands for (before normalisation).
-pub(crate) fn spec_to_url(spec: &ProxySpec) -> Option<String> {
+pub fn spec_to_url(spec: &ProxySpec) -> Option<String> {
     let scheme = spec
         .scheme
         .as_deref()
@@ -295,5 +295,58 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("500"));
         assert!(BuiltinParser.parse("u", 200, None, &[0xff, 0xfe]).is_err());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn proxy() -> impl Strategy<Value = (String, u16, Option<(String, String)>)> {
+            (
+                "[a-z]{1,8}(\\.[a-z]{1,4})?",
+                1u16..,
+                prop::option::of(("[a-z]{1,6}", "PW[A-Za-z0-9]{4,10}")),
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics_and_every_proxy_normalises(body in prop::collection::vec(any::<u8>(), 0..600)) {
+                if let Ok(specs) = BuiltinParser.parse("http://pool", 200, None, &body) {
+                    prop_assert!(!specs.is_empty());
+                    for s in &specs {
+                        if let Some(u) = spec_to_url(s) {
+                            if let Ok(n) = normalize_proxy_url(&u) {
+                                prop_assert_eq!(normalize_proxy_url(&n).unwrap(), n);
+                            }
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn text_and_json_lists_keep_every_proxy(list in prop::collection::vec(proxy(), 1..20), json in any::<bool>()) {
+                let want: Vec<String> = list
+                    .iter()
+                    .map(|(h, p, c)| match c {
+                        Some((u, pw)) => format!("http://{u}:{pw}@{h}:{p}"),
+                        None => format!("http://{h}:{p}"),
+                    })
+                    .collect();
+                let body = if json {
+                    let items: Vec<serde_json::Value> = list
+                        .iter()
+                        .map(|(h, p, c)| match c {
+                            Some((u, pw)) => serde_json::json!({"ip": h, "port": p, "username": u, "password": pw}),
+                            None => serde_json::json!({"ip": h, "port": p}),
+                        })
+                        .collect();
+                    serde_json::json!({"code": 0, "data": {"list": items}}).to_string()
+                } else {
+                    want.join("\r\n")
+                };
+                prop_assert_eq!(urls(&body), want);
+            }
+        }
     }
 }

@@ -472,4 +472,39 @@ mod tests {
             b"{\"ssoNormal\": {broken"
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn journal_decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..2000)) {
+                let (entries, skipped) = decode_journal(&bytes);
+                let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()).count();
+                prop_assert_eq!(entries.len() + skipped, lines);
+            }
+
+            #[test]
+            fn journal_keeps_every_valid_line(ids in prop::collection::vec("[a-z0-9-]{1,20}", 0..40), garbage in prop::collection::vec("[^\n]{1,30}", 0..10)) {
+                let mut text = String::new();
+                let mut g = garbage.iter();
+                for (i, id) in ids.iter().enumerate() {
+                    let e = CallLogEntry { id: id.clone(), timestamp: i as i64, ..CallLogEntry::default() };
+                    text.push_str(&serde_json::to_string(&e).unwrap());
+                    text.push('\n');
+                    // Torn or foreign lines in between (never valid entries: they do not start with `{`).
+                    if let Some(junk) = g.next() {
+                        text.push('x');
+                        text.push_str(junk);
+                        text.push('\n');
+                    }
+                }
+                let (entries, _) = decode_journal(text.as_bytes());
+                let got: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+                let want: Vec<&str> = ids.iter().map(String::as_str).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 }

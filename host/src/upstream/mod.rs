@@ -20,9 +20,6 @@ use crate::tokens::{Outcome, TokenPool};
 
 pub use body::TimedBody;
 
-/// The largest non-streamed upstream answer the gateway holds in memory.
-const MAX_BUFFERED_ANSWER: usize = 64 * 1024 * 1024;
-
 #[derive(Debug, Error)]
 pub enum ForwardError {
     #[error("no usable token for model `{model}`")]
@@ -40,6 +37,8 @@ pub enum ForwardError {
     Timeout(&'static str),
     #[error("invalid credential for the upstream header")]
     BadCredential,
+    #[error("the upstream answer is larger than {limit} bytes (global.max_upstream_body_bytes)")]
+    AnswerTooLarge { limit: usize },
     #[error("{0}")]
     NoEgress(#[from] crate::proxy::NoEgress),
 }
@@ -67,6 +66,11 @@ impl ForwardError {
             ForwardError::Timeout(_) => {
                 (StatusCode::GATEWAY_TIMEOUT, "api_error", "upstream_timeout")
             }
+            ForwardError::AnswerTooLarge { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "upstream_answer_too_large",
+            ),
             ForwardError::BadCredential => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
@@ -516,6 +520,12 @@ impl Forwarder {
             return Ok(out);
         }
 
+        let limit = cfg.settings.global.max_upstream_body_bytes;
+        // A declared length over the cap fails before anything is read.
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            drop(lease);
+            return Err((ForwardError::AnswerTooLarge { limit }, record));
+        }
         let read = async {
             let mut resp = resp;
             let mut buf = bytes::BytesMut::new();
@@ -525,11 +535,8 @@ impl Forwarder {
                     Ok(Err(e)) => return Err(ForwardError::Connect(error_chain(&e))),
                     Ok(Ok(None)) => return Ok(buf.freeze()),
                     Ok(Ok(Some(chunk))) => {
-                        if buf.len() + chunk.len() > MAX_BUFFERED_ANSWER {
-                            return Err(ForwardError::Upstream {
-                                status: status.as_u16(),
-                                message: "answer larger than the gateway accepts".into(),
-                            });
+                        if buf.len() + chunk.len() > limit {
+                            return Err(ForwardError::AnswerTooLarge { limit });
                         }
                         buf.extend_from_slice(&chunk);
                     }
