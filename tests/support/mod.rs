@@ -15,7 +15,9 @@ macro_rules! need {
     };
 }
 pub mod proxies;
+pub mod mysql;
 pub mod redis;
+pub mod shared_store;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
