@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::redis::{self as redis_support, RedisServer};
 use support::shared_store::*;
 use support::*;
@@ -35,7 +37,8 @@ async fn redis_restart_under_load_loses_no_call_log_entry() {
     if !redis_support::available() {
         return;
     }
-    restart_under_load_loses_no_call_log_entry(&mut RedisServer::start()).await;
+    restart_under_load_loses_no_call_log_entry(&mut RedisServer::start(), Duration::from_secs(2))
+        .await;
 }
 
 #[test]
@@ -65,5 +68,6 @@ async fn export_import_round_trip_converts_secret_keys() {
     if !redis_support::available() {
         return;
     }
-    export_import_round_trip_converts_secret_keys(&RedisServer::start()).await;
+    support::shared_store::export_import_round_trip_converts_secret_keys(&RedisServer::start())
+        .await;
 }

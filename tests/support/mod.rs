@@ -14,8 +14,8 @@ macro_rules! need {
         }
     };
 }
-pub mod proxies;
 pub mod mysql;
+pub mod proxies;
 pub mod redis;
 pub mod shared_store;
 

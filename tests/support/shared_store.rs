@@ -268,9 +268,13 @@ pub async fn concurrent_first_requests_end_with_one_binding<S: Store>(store: &S)
     assert_eq!(lost, 1, "exactly one instance must lose the claim");
 }
 
-/// Stopping the store's server mid-load and starting it again loses no call-log entry and fails no
-/// request; returns how many calls were sent.
-pub async fn restart_under_load_loses_no_call_log_entry<S: Store>(store: &mut S) -> u64 {
+/// Stopping the store's server mid-load for `away` and starting it again loses no call-log entry and fails
+/// no request; returns how many calls were sent. `away` must outlast the backend's own retrying, so that
+/// writes really fail in between.
+pub async fn restart_under_load_loses_no_call_log_entry<S: Store>(
+    store: &mut S,
+    away: Duration,
+) -> u64 {
     let mock = MockServer::start().await.unwrap();
     let gw = on_store(&mock, store)
         .tokens(&TOKENS)
@@ -306,7 +310,7 @@ pub async fn restart_under_load_loses_no_call_log_entry<S: Store>(store: &mut S)
     tokio::time::sleep(Duration::from_millis(800)).await;
     store.stop();
     // The request path does not touch the store: requests go on while it is away.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(away).await;
     let health = gw.http.get(gw.url("/health")).send().await.unwrap();
     assert!(health.status().is_success());
     store.spawn();
@@ -339,7 +343,11 @@ pub async fn restart_under_load_loses_no_call_log_entry<S: Store>(store: &mut S)
     sent
 }
 
-pub fn run_cli(args: &[&str], envs: &[(&str, &str)], dir: &std::path::Path) -> std::process::Output {
+pub fn run_cli(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    dir: &std::path::Path,
+) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_grok2api"))
         .args(args)
         .env_clear()

@@ -93,15 +93,18 @@ impl MysqlStorage {
             StorageError::Unreachable(format!("cannot reach MySQL at {masked}: {}", scrub(e)))
         };
         // One plain connection first: a pool would retry until its timeout and report only that.
-        let first = tokio::time::timeout(Duration::from_secs(10), MySqlConnection::connect_with(&opts))
-            .await
-            .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+        let first = tokio::time::timeout(
+            Duration::from_secs(10),
+            MySqlConnection::connect_with(&opts),
+        )
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
         first.close().await.ok();
         let pool = MySqlPoolOptions::new()
             .max_connections(8)
             .min_connections(0)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(3))
             .idle_timeout(Some(Duration::from_secs(300)))
             .test_before_acquire(true)
             .connect_lazy_with(opts);
@@ -322,13 +325,12 @@ impl SharedState for MysqlStorage {
     }
 
     async fn load_rows(&self, table: Table) -> Result<Vec<(String, Groups)>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT rkey, grp, val FROM g2a_groups WHERE tbl = ? ORDER BY rkey, grp",
-        )
-        .bind(table_id(table))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| err("read rows", e))?;
+        let rows =
+            sqlx::query("SELECT rkey, grp, val FROM g2a_groups WHERE tbl = ? ORDER BY rkey, grp")
+                .bind(table_id(table))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| err("read rows", e))?;
         let mut out: Vec<(String, Groups)> = Vec::new();
         for r in &rows {
             let (key, grp, val) = (text(r, 0)?, text(r, 1)?, text(r, 2)?);
@@ -443,7 +445,9 @@ impl SharedState for MysqlStorage {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| err("read bindings", e))?;
-        rows.iter().map(|r| Ok((text(r, 0)?, text(r, 1)?))).collect()
+        rows.iter()
+            .map(|r| Ok((text(r, 0)?, text(r, 1)?)))
+            .collect()
     }
 
     async fn cas_binding(
@@ -456,19 +460,21 @@ impl SharedState for MysqlStorage {
         // Each statement below locks the token's binding row (or its slot) until commit; the primary key
         // makes a second binding impossible, whichever instance comes second.
         let changed = match (expected, new) {
-            (None, Some(n)) => sqlx::query("INSERT IGNORE INTO g2a_bindings (token_id, proxy) VALUES (?, ?)")
-                .bind(token_id)
-                .bind(n)
-                .execute(&mut *tx)
-                .await,
-            (Some(e), Some(n)) => sqlx::query(
-                "UPDATE g2a_bindings SET proxy = ? WHERE token_id = ? AND proxy = ?",
-            )
-            .bind(n)
-            .bind(token_id)
-            .bind(e)
-            .execute(&mut *tx)
-            .await,
+            (None, Some(n)) => {
+                sqlx::query("INSERT IGNORE INTO g2a_bindings (token_id, proxy) VALUES (?, ?)")
+                    .bind(token_id)
+                    .bind(n)
+                    .execute(&mut *tx)
+                    .await
+            }
+            (Some(e), Some(n)) => {
+                sqlx::query("UPDATE g2a_bindings SET proxy = ? WHERE token_id = ? AND proxy = ?")
+                    .bind(n)
+                    .bind(token_id)
+                    .bind(e)
+                    .execute(&mut *tx)
+                    .await
+            }
             (Some(e), None) => {
                 sqlx::query("DELETE FROM g2a_bindings WHERE token_id = ? AND proxy = ?")
                     .bind(token_id)
@@ -646,14 +652,13 @@ impl SharedState for MysqlStorage {
         } else {
             cursor.after.parse().unwrap_or(0)
         };
-        let rows = sqlx::query(
-            "SELECT seq, entry FROM g2a_call_logs WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(after)
-        .bind(limit as u64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| err("read call log", e))?;
+        let rows =
+            sqlx::query("SELECT seq, entry FROM g2a_call_logs WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(after)
+                .bind(limit as u64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| err("read call log", e))?;
         let mut out = LogTail {
             entries: Vec::with_capacity(rows.len()),
             cursor: LogCursor {
