@@ -119,7 +119,7 @@ QUERIES=(
   "model|model=grok-3&page_size=50"
   "success=false|success=false&page_size=50"
   "time range (1 h)|start_time=$MID&end_time=$(( MID + 3600000 ))&page_size=50"
-  "token+model+failed|token_id=tok000000010&model=grok-3-mini&success=false&page_size=50"
+  "token+model+failed|token_id=tok000000010&model=grok-3&success=false&page_size=50"
 )
 echo
 echo "GET /api/logs at $ROWS rows, median of $CALLS calls:"
