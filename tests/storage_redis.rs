@@ -1,71 +1,13 @@
 //! `STORAGE_MODE=redis` end to end: real `redis-server` processes (one per test, own port and data dir), real
-//! forward proxies, two gateway instances on one store.
+//! forward proxies, two gateway instances on one store. The scenarios live in `support/shared_store.rs`.
 
 mod support;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::proxies::{self, ForwardProxy, Kind};
 use support::redis::{self as redis_support, RedisServer};
+use support::shared_store::*;
 use support::*;
-
-const TOKENS: [&str; 2] = ["tok-shared-aaaaaaaa-1", "tok-shared-bbbbbbbb-2"];
-
-fn hello() -> Value {
-    json!({"model": "grok-4-fast", "messages": [{"role": "user", "content": "hello"}]})
-}
-
-fn toml_list(urls: &[String]) -> String {
-    let quoted: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
-fn on_redis(mock: &MockServer, redis: &RedisServer) -> GatewayBuilder {
-    GatewayBuilder::new(&mock.base_url())
-        .env("STORAGE_MODE", "redis")
-        .env("DATABASE_URL", &redis.url())
-}
-
-/// Polls `check` until it returns `Some`, or fails with `what` after `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn assignments(gw: &Gateway, session: &str) -> Value {
-    gw.admin_get(session, "/api/proxies").await["data"]["assignments"].clone()
-}
-
-async fn proxy_healthy(gw: &Gateway, session: &str, port: u16) -> bool {
-    let d = gw.admin_get(session, "/api/proxies").await;
-    d["data"]["proxies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["url"].as_str().unwrap().ends_with(&format!(":{port}")))
-        .map(|p| p["healthy"] == true)
-        .unwrap_or(false)
-}
-
-async fn log_total(gw: &Gateway, session: &str) -> u64 {
-    gw.admin_get(session, "/api/logs?page_size=1").await["total"]
-        .as_u64()
-        .unwrap()
-}
 
 /// The tests here each run a Redis server and two gateways; run in parallel on two cores they starve each other
 /// into timeouts, so they take turns.
@@ -74,169 +16,19 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[tokio::test]
 async fn two_instances_share_tokens_sessions_bindings_proxy_health_and_logs() {
     let _turn = SERIAL.lock().await;
-    if !redis_support::available() || !proxies::available() {
+    if !redis_support::available() {
         return;
     }
-    let redis = RedisServer::start();
-    let mut p1 = ForwardProxy::start(Kind::Http, "127.0.0.2", None);
-    let p2 = ForwardProxy::start(Kind::Http, "127.0.0.3", None);
-    let urls = vec![p1.url(), p2.url()];
-    let mock = MockServer::start().await.unwrap();
-    let build = || {
-        on_redis(&mock, &redis)
-            .grok(&format!("proxy_urls = {}", toml_list(&urls)))
-            .grok("proxy_max_fails = 1")
-            .grok("proxy_check_base_secs = 300")
-            .grok("proxy_check_max_secs = 600")
-    };
-    // A starts on the empty store with a token.json: it is imported. B has no files at all.
-    let a = build().tokens(&TOKENS).start().await;
-    let b = build().start().await;
-    assert!(
-        a.logs().contains("imported the data directory"),
-        "{}",
-        a.logs()
-    );
-    assert!(!b.logs().contains("imported the data directory"));
-
-    // A session from A's login works on B; a logout on B ends it on A.
-    let session = a.admin_token().await;
-    let listed = b.admin_get(&session, "/api/tokens?page_size=100").await;
-    assert_eq!(listed["data"].as_array().unwrap().len(), 2, "{listed}");
-    let other = b.admin_token().await;
-    let r = b
-        .http
-        .post(b.url("/api/logout"))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    let r = a
-        .http
-        .get(a.url("/api/tokens"))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-
-    // A binding made by A is seen by B.
-    let mut sent = 0u64;
-    for _ in 0..4 {
-        assert_eq!(a.chat(hello()).send().await.unwrap().status(), 200);
-        sent += 1;
-    }
-    let on_a = assignments(&a, &session).await;
-    assert_eq!(on_a.as_object().unwrap().len(), 2, "{on_a}");
-    eventually(Duration::from_secs(5), "B sees A's bindings", || async {
-        (assignments(&b, &session).await == on_a).then_some(())
-    })
-    .await;
-
-    // A proxy A finds dead is avoided by B, even once it is back (B never tried it itself).
-    p1.kill();
-    for _ in 0..4 {
-        a.chat(hello()).send().await.unwrap();
-        sent += 1;
-    }
-    assert!(!proxy_healthy(&a, &session, p1.port).await);
-    p1.restart();
-    eventually(
-        Duration::from_secs(5),
-        "B sees the proxy unhealthy",
-        || async { (!proxy_healthy(&b, &session, p1.port).await).then_some(()) },
-    )
-    .await;
-    for _ in 0..6 {
-        let r = b.chat(hello()).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        assert!(
-            peer(&r).starts_with("127.0.0.3"),
-            "B used the unhealthy proxy: {}",
-            peer(&r)
-        );
-        sent += 1;
-    }
-
-    // Logs written by both instances appear in one query, on either of them.
-    for gw in [&a, &b] {
-        eventually(Duration::from_secs(10), "all call-log entries", || async {
-            (log_total(gw, &session).await == sent).then_some(())
-        })
-        .await;
-    }
-    let stats = a.admin_get(&session, "/api/logs/stats").await;
-    assert_eq!(stats["data"]["dropped"], 0, "{stats}");
+    two_instances_share_everything(&RedisServer::start()).await;
 }
 
 #[tokio::test]
 async fn concurrent_first_requests_on_two_instances_end_with_one_binding() {
     let _turn = SERIAL.lock().await;
-    if !redis_support::available() || !proxies::available() {
+    if !redis_support::available() {
         return;
     }
-    let redis = RedisServer::start();
-    let p1 = ForwardProxy::start(Kind::Http, "127.0.0.2", None);
-    let p2 = ForwardProxy::start(Kind::Http, "127.0.0.3", None);
-    let mock = MockServer::start().await.unwrap();
-    // Opposite proxy orders, so each instance's first choice differs: a real race.
-    let a = on_redis(&mock, &redis)
-        .grok(&format!(
-            "proxy_urls = {}",
-            toml_list(&[p1.url(), p2.url()])
-        ))
-        .tokens(&TOKENS[..1])
-        .start()
-        .await;
-    let b = on_redis(&mock, &redis)
-        .grok(&format!(
-            "proxy_urls = {}",
-            toml_list(&[p2.url(), p1.url()])
-        ))
-        .start()
-        .await;
-    let session = a.admin_token().await;
-    eventually(Duration::from_secs(5), "B has the token", || async {
-        let l = b.admin_get(&session, "/api/tokens").await;
-        (l["data"].as_array().unwrap().len() == 1).then_some(())
-    })
-    .await;
-
-    let mut calls = Vec::new();
-    for i in 0..16 {
-        let gw = if i % 2 == 0 { &a } else { &b };
-        calls.push(gw.chat(hello()).send());
-    }
-    let mut first = std::collections::HashSet::new();
-    for r in futures_util::future::join_all(calls).await {
-        let r = r.unwrap();
-        assert_eq!(r.status(), 200);
-        first.insert(peer(&r));
-    }
-    let one = eventually(Duration::from_secs(5), "one binding on both", || async {
-        let (x, y) = (
-            assignments(&a, &session).await,
-            assignments(&b, &session).await,
-        );
-        (x == y && x.as_object().unwrap().len() == 1).then_some(x)
-    })
-    .await;
-    // And from now on both route the token through that proxy.
-    let mut peers = HashMap::new();
-    for gw in [&a, &b, &a, &b] {
-        let r = gw.chat(hello()).send().await.unwrap();
-        *peers.entry(peer(&r)).or_insert(0) += 1;
-    }
-    assert_eq!(peers.len(), 1, "{peers:?} for binding {one}");
-    // Both first choices were used: the two instances raced, and one of them lost its claim in Redis and
-    // adopted the winner's binding (not just converged to whichever wrote last).
-    assert_eq!(first.len(), 2, "no race happened: {first:?}");
-    let lost = [&a, &b]
-        .iter()
-        .filter(|gw| gw.logs().contains("binding claimed by another instance"))
-        .count();
-    assert_eq!(lost, 1, "exactly one instance must lose the claim");
+    concurrent_first_requests_end_with_one_binding(&RedisServer::start()).await;
 }
 
 #[tokio::test]
@@ -245,92 +37,14 @@ async fn redis_restart_under_load_loses_no_call_log_entry() {
     if !redis_support::available() {
         return;
     }
-    let mut redis = RedisServer::start();
-    let mock = MockServer::start().await.unwrap();
-    let gw = on_redis(&mock, &redis)
-        .tokens(&TOKENS)
-        .global("log_flush_interval = 0.2")
-        .start()
+    restart_under_load_loses_no_call_log_entry(&mut RedisServer::start(), Duration::from_secs(2))
         .await;
-    let session = gw.admin_token().await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (c, url, stop) = (
-            gw.http.clone(),
-            gw.url("/v1/chat/completions"),
-            stop.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let (mut ok, mut other) = (0u64, 0u64);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = c
-                    .post(&url)
-                    .bearer_auth(API_KEY)
-                    .json(&hello())
-                    .send()
-                    .await;
-                match r.map(|r| r.status().as_u16()) {
-                    Ok(200) => ok += 1,
-                    _ => other += 1,
-                }
-            }
-            (ok, other)
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    redis.stop();
-    // The request path does not touch Redis: requests go on while it is away.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let health = gw.http.get(gw.url("/health")).send().await.unwrap();
-    assert!(health.status().is_success());
-    redis.spawn();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut sent, mut failed) = (0, 0);
-    for w in workers {
-        let (ok, other) = w.await.unwrap();
-        sent += ok;
-        failed += other;
-    }
-    assert_eq!(failed, 0, "requests failed while Redis was away");
-    assert!(sent > 20, "too little load: {sent}");
-    let stored = eventually(Duration::from_secs(20), "every entry stored", || async {
-        let r = gw
-            .http
-            .get(gw.url("/api/logs?page_size=1"))
-            .bearer_auth(&session)
-            .send()
-            .await
-            .ok()?;
-        let total = r.json::<Value>().await.ok()?["total"].as_u64()?;
-        (total >= sent).then_some(total)
-    })
-    .await;
-    assert_eq!(stored, sent, "duplicates in the shared log");
-    let stats = gw.admin_get(&session, "/api/logs/stats").await;
-    assert_eq!(stats["data"]["dropped"], 0, "{stats}");
-    assert!(gw.logs().contains("persisting call-log entries failed"));
-}
-
-fn run_cli(args: &[&str], envs: &[(&str, &str)], dir: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_grok2api"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATA_DIR", dir)
-        .env("PORT", free_port().to_string())
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap()
 }
 
 #[test]
 fn bad_url_or_unreachable_server_stops_with_a_clear_masked_message() {
-    let dir = tempfile::tempdir().unwrap();
     let dead = format!("redis://admin:s3cretPass@127.0.0.1:{}/0", free_port());
-    type Case<'a> = (&'a [(&'a str, &'a str)], i32, &'a str);
-    let cases: [Case; 3] = [
+    start_fails_with_masked_message(&[
         (&[("STORAGE_MODE", "redis")], 2, "needs DATABASE_URL"),
         (
             &[
@@ -345,18 +59,7 @@ fn bad_url_or_unreachable_server_stops_with_a_clear_masked_message() {
             1,
             "cannot reach Redis at redis://admin:****@127.0.0.1:",
         ),
-    ];
-    for (env, code, msg) in cases {
-        let out = run_cli(&["serve"], env, dir.path());
-        let err = String::from_utf8_lossy(&out.stderr).to_string()
-            + &String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(code), "{env:?}: {err}");
-        assert!(err.contains(msg), "{env:?}: {err}");
-        assert!(
-            !err.contains("s3cretPass"),
-            "password in the message: {err}"
-        );
-    }
+    ]);
 }
 
 #[tokio::test]
@@ -365,69 +68,6 @@ async fn export_import_round_trip_converts_secret_keys() {
     if !redis_support::available() {
         return;
     }
-    let redis = RedisServer::start();
-    let src = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("token.json"), token_json(&TOKENS, &[])).unwrap();
-    let proxy = "http://u:pw@127.0.0.1:3128";
-    std::fs::write(
-        src.path().join("proxy_state.json"),
-        json!({"proxies": {proxy: {"url": proxy, "healthy": false, "fail_count": 2}},
-               "assignments": {TOKENS[0]: proxy}})
-        .to_string(),
-    )
-    .unwrap();
-    let logs: Vec<Value> = (0..3)
-        .map(|i| json!({"id": format!("l{i}"), "timestamp": 1000 + i, "model": "m", "sso_full": TOKENS[1]}))
-        .collect();
-    std::fs::write(
-        src.path().join("call_logs.json"),
-        json!({"logs": logs}).to_string(),
-    )
-    .unwrap();
-    let far = now_ms() + 3_600_000;
-    std::fs::write(
-        src.path().join("admin_sessions.json"),
-        json!([{"token_hash": "ab12", "expires_at_ms": far}]).to_string(),
-    )
-    .unwrap();
-    let url = redis.url();
-    let env = [("STORAGE_MODE", "redis"), ("DATABASE_URL", url.as_str())];
-    let from = src.path().to_str().unwrap();
-    let r = run_cli(&["import", "--from", from], &env, data.path());
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let said = String::from_utf8_lossy(&r.stdout);
-    assert!(
-        said.contains("2 tokens, 1 proxies, 1 bindings, 1 admin sessions, 3 call-log entries"),
-        "{said}"
-    );
-    let to = out.path().to_str().unwrap();
-    let r = run_cli(&["export", "--out", to], &env, data.path());
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let read = |name: &str| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(out.path().join(name)).unwrap()).unwrap()
-    };
-    let tokens = read("token.json");
-    assert_eq!(tokens["ssoNormal"].as_object().unwrap().len(), 2);
-    let state = read("proxy_state.json");
-    assert_eq!(state["proxies"][proxy]["healthy"], false);
-    assert_eq!(state["proxies"][proxy]["fail_count"], 2);
-    let assigned = state["assignments"].as_object().unwrap();
-    assert_eq!(assigned.len(), 1);
-    assert!(
-        !assigned.contains_key(TOKENS[0]),
-        "binding keyed by the secret: {state}"
-    );
-    let logs = read("call_logs.json");
-    assert_eq!(logs["logs"].as_array().unwrap().len(), 3);
-    let text = logs.to_string();
-    assert!(!text.contains(TOKENS[1]), "secret in the exported log");
-    assert_eq!(read("admin_sessions.json").as_array().unwrap().len(), 1);
-    // A gateway on the imported store does not import its (empty) data directory over it.
-    let mock = MockServer::start().await.unwrap();
-    let gw = on_redis(&mock, &redis).dir(data.path()).start().await;
-    let session = gw.admin_token().await;
-    let listed = gw.admin_get(&session, "/api/tokens").await;
-    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+    support::shared_store::export_import_round_trip_converts_secret_keys(&RedisServer::start())
+        .await;
 }

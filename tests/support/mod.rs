@@ -14,8 +14,10 @@ macro_rules! need {
         }
     };
 }
+pub mod mysql;
 pub mod proxies;
 pub mod redis;
+pub mod shared_store;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

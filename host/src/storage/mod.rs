@@ -1,8 +1,9 @@
-//! Persistence behind one trait. The file backend is embedded; Redis is the shared backend (several gateway
-//! instances on one store, see `shared.rs`). Storage knows the persisted shapes and nothing of HTTP, plugins
+//! Persistence behind one trait. The file backend is embedded; Redis and MySQL are the shared backends
+//! (several gateway instances on one store, see `shared.rs`). Storage knows the persisted shapes and nothing of HTTP, plugins
 //! or the request path.
 
 mod file;
+pub mod mysql;
 pub mod proxy_state;
 pub mod redis;
 pub mod shared;
@@ -63,9 +64,14 @@ pub async fn open(
             })?;
             Ok(Arc::new(redis::RedisStorage::connect(url, log_max).await?))
         }
-        StorageMode::Mysql => Err(StorageError::Config(
-            "STORAGE_MODE=mysql is not available in this build yet; use `file` or `redis`".into(),
-        )),
+        StorageMode::Mysql => {
+            let url = database_url.ok_or_else(|| {
+                StorageError::Config(
+                    "STORAGE_MODE=mysql needs DATABASE_URL (mysql://user:pass@host:port/db)".into(),
+                )
+            })?;
+            Ok(Arc::new(mysql::MysqlStorage::connect(url, log_max).await?))
+        }
     }
 }
 

@@ -19,10 +19,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::shared::{
-    proxy_from_groups, proxy_groups, token_from_groups, token_groups, Groups, LogCursor, LogTail,
-    RowWrite, SharedState, Table,
-};
+use super::shared::{self, Groups, LogCursor, LogTail, RowWrite, SharedState, Table};
 use super::{CallLogEntry, ProxyStateFile, SessionRecord, Storage, StorageError, TokenFile};
 use crate::config::StorageMode;
 
@@ -160,34 +157,6 @@ impl RedisStorage {
             Table::Proxies => (format!("{PREFIX}pxs"), format!("{PREFIX}px:")),
         }
     }
-
-    async fn replace_table(
-        &self,
-        table: Table,
-        rows: Vec<(String, Groups)>,
-    ) -> Result<(), StorageError> {
-        let existing: Vec<String> = self
-            .load_rows(table)
-            .await?
-            .into_iter()
-            .map(|r| r.0)
-            .collect();
-        let keep: std::collections::HashSet<&String> = rows.iter().map(|r| &r.0).collect();
-        let deletes = existing
-            .iter()
-            .filter(|k| !keep.contains(k))
-            .cloned()
-            .collect();
-        let writes = rows
-            .into_iter()
-            .map(|(key, groups)| RowWrite {
-                key,
-                groups,
-                insert: true,
-            })
-            .collect();
-        self.write_rows(table, writes, deletes).await
-    }
 }
 
 #[async_trait]
@@ -201,33 +170,11 @@ impl Storage for RedisStorage {
     }
 
     async fn load_tokens(&self) -> Result<TokenFile, StorageError> {
-        let mut f = TokenFile::default();
-        for (_, g) in self.load_rows(Table::Tokens).await? {
-            if let Some((secret, sup, rec)) = token_from_groups(&g) {
-                if sup {
-                    f.sso_super.insert(secret, rec);
-                } else {
-                    f.sso_normal.insert(secret, rec);
-                }
-            }
-        }
-        Ok(f)
+        shared::load_token_file(self).await
     }
 
     async fn save_tokens(&self, tokens: &TokenFile) -> Result<(), StorageError> {
-        let rows = tokens
-            .sso_normal
-            .iter()
-            .map(|(s, r)| (s, false, r))
-            .chain(tokens.sso_super.iter().map(|(s, r)| (s, true, r)))
-            .map(|(s, sup, r)| {
-                (
-                    crate::util::sha256_hex(s.as_bytes())[..12].to_string(),
-                    token_groups(s, sup, r),
-                )
-            })
-            .collect();
-        self.replace_table(Table::Tokens, rows).await
+        shared::replace_table(self, Table::Tokens, shared::token_rows(tokens)).await
     }
 
     async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StorageError> {
@@ -300,35 +247,11 @@ impl Storage for RedisStorage {
     }
 
     async fn load_proxy_state(&self) -> Result<ProxyStateFile, StorageError> {
-        let mut f = ProxyStateFile::default();
-        for (key, g) in self.load_rows(Table::Proxies).await? {
-            if let Some(r) = proxy_from_groups(&key, &g) {
-                f.proxies.insert(key, r);
-            }
-        }
-        for (t, u) in self.load_bindings().await? {
-            if let Some(p) = f.proxies.get_mut(&u) {
-                p.assigned_sso.push(t.clone());
-            }
-            f.assignments.insert(t, u);
-        }
-        Ok(f)
+        shared::load_proxy_file(self).await
     }
 
     async fn save_proxy_state(&self, state: &ProxyStateFile) -> Result<(), StorageError> {
-        let rows = state
-            .proxies
-            .iter()
-            .map(|(k, r)| {
-                let url = if r.url.is_empty() {
-                    k.clone()
-                } else {
-                    r.url.clone()
-                };
-                (url, proxy_groups(r))
-            })
-            .collect();
-        self.replace_table(Table::Proxies, rows).await?;
+        shared::replace_table(self, Table::Proxies, shared::proxy_rows(state)).await?;
         let mut con = self.con();
         let mut pipe = redis::pipe();
         pipe.atomic().del(format!("{PREFIX}bind"));

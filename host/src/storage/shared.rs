@@ -1,4 +1,4 @@
-//! What a shared backend (Redis) offers beyond the `Storage` trait: row-level deltas with a state version
+//! What a shared backend (Redis, MySQL) offers beyond the `Storage` trait: row-level deltas with a state version
 //! other instances poll, atomic binding claims, sessions and login throttling looked up per call, and a call
 //! log that every instance tails.
 //!
@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{CallLogEntry, ProxyRecord, SessionRecord, StorageError, TokenRecord};
+use super::{
+    CallLogEntry, ProxyRecord, ProxyStateFile, SessionRecord, StorageError, TokenFile, TokenRecord,
+};
 
 /// One stored row: key (token id or proxy URL) → group name → JSON.
 pub type Groups = BTreeMap<String, String>;
@@ -96,6 +98,97 @@ pub trait SharedState: Send + Sync + 'static {
 
     /// True for exactly one caller on a store that was never initialised: that caller imports `data/`.
     async fn claim_first_start(&self) -> Result<bool, StorageError>;
+}
+
+// ----- whole-store reads and writes on top of `SharedState` (import/export, first start) ----------------
+
+/// The token pool from its rows.
+pub async fn load_token_file(s: &dyn SharedState) -> Result<TokenFile, StorageError> {
+    let mut f = TokenFile::default();
+    for (_, g) in s.load_rows(Table::Tokens).await? {
+        if let Some((secret, sup, rec)) = token_from_groups(&g) {
+            if sup {
+                f.sso_super.insert(secret, rec);
+            } else {
+                f.sso_normal.insert(secret, rec);
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// The rows of a token pool, keyed by token id.
+pub fn token_rows(tokens: &TokenFile) -> Vec<(String, Groups)> {
+    tokens
+        .sso_normal
+        .iter()
+        .map(|(s, r)| (s, false, r))
+        .chain(tokens.sso_super.iter().map(|(s, r)| (s, true, r)))
+        .map(|(s, sup, r)| {
+            (
+                crate::util::sha256_hex(s.as_bytes())[..12].to_string(),
+                token_groups(s, sup, r),
+            )
+        })
+        .collect()
+}
+
+/// The proxy pool and bindings from their rows.
+pub async fn load_proxy_file(s: &dyn SharedState) -> Result<ProxyStateFile, StorageError> {
+    let mut f = ProxyStateFile::default();
+    for (key, g) in s.load_rows(Table::Proxies).await? {
+        if let Some(r) = proxy_from_groups(&key, &g) {
+            f.proxies.insert(key, r);
+        }
+    }
+    for (t, u) in s.load_bindings().await? {
+        if let Some(p) = f.proxies.get_mut(&u) {
+            p.assigned_sso.push(t.clone());
+        }
+        f.assignments.insert(t, u);
+    }
+    Ok(f)
+}
+
+/// The rows of a proxy pool, keyed by URL (bindings are stored apart).
+pub fn proxy_rows(state: &ProxyStateFile) -> Vec<(String, Groups)> {
+    state
+        .proxies
+        .iter()
+        .map(|(k, r)| {
+            let url = if r.url.is_empty() {
+                k.clone()
+            } else {
+                r.url.clone()
+            };
+            (url, proxy_groups(r))
+        })
+        .collect()
+}
+
+/// Makes `table` hold exactly `rows`: writes them all and deletes the others, in one `write_rows`.
+pub async fn replace_table(
+    s: &dyn SharedState,
+    table: Table,
+    rows: Vec<(String, Groups)>,
+) -> Result<(), StorageError> {
+    let keep: std::collections::HashSet<&String> = rows.iter().map(|r| &r.0).collect();
+    let deletes = s
+        .load_rows(table)
+        .await?
+        .into_iter()
+        .map(|r| r.0)
+        .filter(|k| !keep.contains(k))
+        .collect();
+    let writes = rows
+        .into_iter()
+        .map(|(key, groups)| RowWrite {
+            key,
+            groups,
+            insert: true,
+        })
+        .collect();
+    s.write_rows(table, writes, deletes).await
 }
 
 // ----- row mappings (shared by every backend) -------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! Shared mode (Redis): the pool stays local for the request path; this merges it with the shared store,
+//! Shared mode (Redis, MySQL): the pool stays local for the request path; this merges it with the shared store,
 //! like `tokens/pool/shared.rs` (three-way per proxy and group: health, usage, meta).
 //!
 //! Bindings are claimed atomically: a binding made here that differs from the base is pushed as a

@@ -1,4 +1,4 @@
-//! Shared mode (Redis): the pool stays the request path's local snapshot; this merges it with the shared
+//! Shared mode (Redis, MySQL): the pool stays the request path's local snapshot; this merges it with the shared
 //! store. A three-way merge per token and group (health, usage, meta): `Base` holds each row as this
 //! instance last wrote or read it. A group changed only locally is pushed, changed only remotely is adopted,
 //! changed on both sides: the local one wins at the next push (last writer wins, per group).
