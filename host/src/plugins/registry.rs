@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -273,7 +273,11 @@ impl Slot {
 }
 
 struct Inner {
-    engine: Arc<PluginEngine>,
+    /// Made by the first load: the engine reserves its instance pool's address space and starts a ticker
+    /// thread, which a gateway without plugins should not pay for (idle RSS, and tools like valgrind cannot
+    /// map the reservation at all).
+    engine: OnceLock<Arc<PluginEngine>>,
+    limits: Limits,
     dir: PathBuf,
     settings: PluginSettings,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
@@ -305,11 +309,11 @@ impl Registry {
         let dir = settings.dir_in(data_dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| PluginError::Io(format!("{}: {e}", dir.display())))?;
-        let engine = Arc::new(PluginEngine::new(Limits {
+        let limits = Limits {
             timeout: Duration::from_millis(settings.timeout_ms),
             memory_bytes: (settings.memory_mb as usize) << 20,
-        })?);
-        let timeout = engine.limits().timeout;
+        };
+        let timeout = limits.timeout;
         let max = settings.max_consecutive_errors;
         let mut slots = BTreeMap::new();
         let mut slot = |name: &str, hook| {
@@ -337,7 +341,8 @@ impl Registry {
             .collect();
         Ok(Registry {
             inner: Arc::new(Inner {
-                engine,
+                engine: OnceLock::new(),
+                limits,
                 dir,
                 settings: settings.clone(),
                 slots: RwLock::new(slots),
@@ -479,6 +484,15 @@ impl Registry {
         Some(slot.status(&self.inner.dir))
     }
 
+    /// The engine, made on first use. Loads are serialised by `load_lock`, so it is made once.
+    fn engine(&self) -> Result<&Arc<PluginEngine>, PluginError> {
+        if let Some(e) = self.inner.engine.get() {
+            return Ok(e);
+        }
+        let made = Arc::new(PluginEngine::new(self.inner.limits)?);
+        Ok(self.inner.engine.get_or_init(|| made))
+    }
+
     fn slot(&self, name: &str) -> Arc<Slot> {
         if let Some(s) = self.inner.slots.read().get(name) {
             return s.clone();
@@ -490,7 +504,7 @@ impl Registry {
                     name,
                     None,
                     self.inner.settings.max_consecutive_errors,
-                    self.inner.engine.limits().timeout,
+                    self.inner.limits.timeout,
                 ))
             })
             .clone()
@@ -547,7 +561,7 @@ impl Registry {
             }
             info.tried_sha256 = Some(sha.clone());
         }
-        let engine = &self.inner.engine;
+        let engine = self.engine()?;
         let (component, source) = engine.compile(&bytes, &sha, &cache_dir(&self.inner.dir))?;
         let pre = engine.link(&component)?;
         if let Some(hook) = slot.hook {
