@@ -1,6 +1,9 @@
 //! Reading what the call log wants from an answer — media URLs and token usage — without changing it.
 //! Non-streamed answers are parsed once; streamed ones are scanned event by event as they pass.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde::Deserialize;
 
 /// What was found in an answer.
@@ -170,12 +173,14 @@ pub struct SseScanner {
 /// Whether an event can end the stream or carry an error: an `"error"` key, or a `finish_reason` that is not
 /// `null`. Parsing every event was most of a streamed call's instructions with the call log off.
 fn may_end_stream(data: &[u8]) -> bool {
-    if memchr::memmem::find(data, b"\"error\"").is_some() {
+    // Finders are built once: building one per event cost more than the search.
+    static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+    static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+    if ERROR.find(data).is_some() {
         return true;
     }
-    const KEY: &[u8] = b"\"finish_reason\"";
-    memchr::memmem::find_iter(data, KEY).any(|i| {
-        let rest = data[i + KEY.len()..].trim_ascii_start();
+    FINISH.find_iter(data).any(|i| {
+        let rest = data[i + FINISH.needle().len()..].trim_ascii_start();
         let value = rest.strip_prefix(b":").unwrap_or(rest).trim_ascii_start();
         !value.starts_with(b"null")
     })
@@ -191,14 +196,10 @@ impl SseScanner {
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
-        for part in chunk.split_inclusive(|b| *b == b'\n') {
-            if part.last() != Some(&b'\n') {
-                // Incomplete line: keep it (bounded) until the rest arrives.
-                if self.line.len() + part.len() <= MAX_SCANNED_TEXT {
-                    self.line.extend_from_slice(part);
-                }
-                continue;
-            }
+        let mut rest = chunk;
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            let (part, tail) = rest.split_at(i + 1);
+            rest = tail;
             if self.line.is_empty() {
                 self.line_done(part);
             } else {
@@ -206,6 +207,10 @@ impl SseScanner {
                 let line = std::mem::take(&mut self.line);
                 self.line_done(&line);
             }
+        }
+        // Incomplete line: keep it (bounded) until the rest arrives.
+        if !rest.is_empty() && self.line.len() + rest.len() <= MAX_SCANNED_TEXT {
+            self.line.extend_from_slice(rest);
         }
     }
 
