@@ -153,7 +153,9 @@ impl RouteHandles {
         if let Some(c) = self.requests.read().get(&key) {
             return c.clone();
         }
-        let c = counter!("grok2api_requests_total", "route" => route, "model" => key.0.to_string(), "status" => status.to_string());
+        let (model, status_text) = (key.0.to_string(), status.to_string());
+        let c = counter!("grok2api_requests_total",
+            "route" => route, "model" => model, "status" => status_text);
         self.requests.write().insert(key, c.clone());
         c
     }

@@ -267,8 +267,7 @@ impl Forwarder {
                     continue;
                 }
             };
-            // A `Request` filled in place (appending, as the builder did): the builder moves its large self through
-            // every call.
+            // Filled in place (appending, as the builder did): a builder chain moves its large self per call.
             let mut upstream_req = reqwest::Request::new(req.method.clone(), url.clone());
             let h = upstream_req.headers_mut();
             h.append(cfg.auth.name.clone(), auth);
