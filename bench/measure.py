@@ -368,7 +368,9 @@ def cmd_report(a):
                 add50, add99 = r["p50_us"] - d["p50_us"], r["p99_us"] - d["p99_us"]
                 line += f"; added p50 {add50:+.0f}, p99 {add99:+.0f}"
                 if name == "gateway":
-                    line += f" [target p99 ≤ 100: {verdict(add99 <= 100)}]"
+                    # A direct p99 in milliseconds is the machine's other tenants, not a server: no verdict then.
+                    v = "n/a (direct p99 over 1 ms: noisy machine)" if d["p99_us"] > 1000 else verdict(add99 <= 100)
+                    line += f" [target p99 ≤ 100: {v}]"
             print(line)
 
     if idle:
