@@ -5,12 +5,15 @@ and the closing report. run.sh owns the processes; this file only measures them 
 import argparse
 import json
 import os
+import re
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -170,6 +173,60 @@ def cmd_skip(a):
     print(json.dumps({"type": "skip", "run_id": a.run_id, "scenario": a.name, "reason": a.reason}), flush=True)
 
 
+# ---- streaming chunk latency ----------------------------------------------------------------------------------
+
+STAMP = re.compile(rb": sent_ns=(\d+)\n")
+
+
+def cmd_chunklat(a):
+    """Streams at concurrency 1 with the mock's `stamp` knob: every event carries the time the mock handed it to
+    its server. The delay to its arrival here, minus the same delay measured direct-to-mock, is the time a chunk
+    spends in the process in between."""
+    u = urllib.parse.urlsplit(a.url)
+    body = open(a.body, "rb").read()
+    head = (f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {os.environ.get('API_KEY', '')}\r\nContent-Length: {len(body)}\r\n\r\n")
+    req = head.encode() + body
+    delays, streams, errors = [], 0, 0
+    sock = None
+    end = time.monotonic() + a.seconds
+    while time.monotonic() < end:
+        try:
+            if sock is None:
+                sock = socket.create_connection((u.hostname, u.port), timeout=10)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(req)
+            buf, pos = b"", 0
+            while not buf.endswith(b"\r\n0\r\n\r\n"):
+                data = sock.recv(65536)
+                now = time.time_ns()
+                if not data:
+                    raise ConnectionError("closed mid-answer")
+                buf += data
+                for m in STAMP.finditer(buf, pos):
+                    delays.append((now - int(m.group(1))) / 1000)
+                    pos = m.end()
+            if not buf.startswith(b"HTTP/1.1 200"):
+                raise ConnectionError(buf[:80])
+            streams += 1
+        except (OSError, ConnectionError) as e:
+            errors += 1
+            sys.stderr.write(f"chunklat {a.name}: {e}\n")
+            if sock:
+                sock.close()
+            sock = None
+    if sock:
+        sock.close()
+    delays.sort()
+
+    def q(f):
+        return round(delays[min(len(delays) - 1, int(f * len(delays)))], 1) if delays else None
+
+    print(json.dumps({"type": "chunklat", "run_id": a.run_id, "scenario": a.name, "streams": streams,
+                      "chunks": len(delays), "errors": errors, "p50_us": q(0.5), "p99_us": q(0.99),
+                      "p999_us": q(0.999)}), flush=True)
+
+
 # ---- soak -----------------------------------------------------------------------------------------------------
 
 def slope_per_min(samples):
@@ -244,6 +301,7 @@ def cmd_report(a):
     idle = {r["scenario"]: r["rss_kb"] for r in recs if r["type"] == "idle"}
     skips = [r for r in recs if r["type"] == "skip"]
     soaks = [r for r in recs if r["type"] == "soak"]
+    lats = {r["scenario"]: r for r in recs if r["type"] == "chunklat"}
     by = {(r["scenario"], r["kind"], r["concurrency"]): r for r in points}
     order = list(dict.fromkeys(r["scenario"] for r in points))
 
@@ -301,6 +359,20 @@ def cmd_report(a):
             if r64 and c64:
                 print(f"  {kind:6} c=64 throughput redis / file storage    = {r64['rps'] / c64['rps']:.2f}")
 
+    if lats:
+        print("\nStreaming chunk latency at c=1 (mock hands a chunk to its server → it arrives at the client), µs:")
+        d = lats.get("direct")
+        for name, r in lats.items():
+            line = f"  {name:20} p50 {r['p50_us']} p99 {r['p99_us']} p99.9 {r['p999_us']} ({r['chunks']} chunks)"
+            if d and name != "direct" and r["p99_us"] is not None and d["p99_us"] is not None:
+                add50, add99 = r["p50_us"] - d["p50_us"], r["p99_us"] - d["p99_us"]
+                line += f"; added p50 {add50:+.0f}, p99 {add99:+.0f}"
+                if name == "gateway":
+                    # A direct p99 in milliseconds is the machine's other tenants, not a server: no verdict then.
+                    v = "n/a (direct p99 over 1 ms: noisy machine)" if d["p99_us"] > 1000 else verdict(add99 <= 100)
+                    line += f" [target p99 ≤ 100: {v}]"
+            print(line)
+
     if idle:
         print("\nMemory (RSS of the process under test):")
         for s, kb in idle.items():
@@ -320,7 +392,8 @@ def cmd_report(a):
               f"growth after warm-up {g} MiB/min [target < 1: {verdict(g is not None and g < 1)}]; "
               f"req/s {s['rps']}; errors {s['errors']}")
 
-    errors = sum(r["errors"] for r in points) + sum(s["errors"] for s in soaks)
+    errors = sum(r["errors"] for r in points) + sum(s["errors"] for s in soaks) + \
+        sum(r["errors"] for r in lats.values())
     if errors:
         print(f"\nFAIL: {errors} errors")
         sys.exit(1)
@@ -362,6 +435,11 @@ def main():
     p.add_argument("--load-cpu", default="")
     p.add_argument("--scrape", default="")
     p.set_defaults(fn=cmd_soak)
+    p = sub.add_parser("chunklat")
+    for k in ("name", "url", "body", "run_id"):
+        p.add_argument(f"--{k.replace('_', '-')}", required=True)
+    p.add_argument("--seconds", type=float, default=5)
+    p.set_defaults(fn=cmd_chunklat)
     p = sub.add_parser("report")
     p.add_argument("--results", required=True)
     p.add_argument("--smoke", action="store_true")

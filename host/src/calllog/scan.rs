@@ -1,6 +1,9 @@
 //! Reading what the call log wants from an answer — media URLs and token usage — without changing it.
 //! Non-streamed answers are parsed once; streamed ones are scanned event by event as they pass.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde::Deserialize;
 
 /// What was found in an answer.
@@ -163,18 +166,40 @@ pub struct SseScanner {
     line: Vec<u8>,
     text: String,
     findings: Findings,
+    /// Only whether the stream completed or failed (the call log is off, so media and usage go nowhere).
+    outcome_only: bool,
+}
+
+/// Whether an event can end the stream or carry an error: an `"error"` key, or a `finish_reason` that is not
+/// `null`. Parsing every event was most of a streamed call's instructions with the call log off.
+fn may_end_stream(data: &[u8]) -> bool {
+    // Finders are built once: building one per event cost more than the search.
+    static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+    static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+    if ERROR.find(data).is_some() {
+        return true;
+    }
+    FINISH.find_iter(data).any(|i| {
+        let rest = data[i + FINISH.needle().len()..].trim_ascii_start();
+        let value = rest.strip_prefix(b":").unwrap_or(rest).trim_ascii_start();
+        !value.starts_with(b"null")
+    })
 }
 
 impl SseScanner {
+    /// A scanner that reads only how the stream ended ([`Findings::stream_complete`] and `stream_error`).
+    pub fn outcome_only() -> SseScanner {
+        SseScanner {
+            outcome_only: true,
+            ..SseScanner::default()
+        }
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) {
-        for part in chunk.split_inclusive(|b| *b == b'\n') {
-            if part.last() != Some(&b'\n') {
-                // Incomplete line: keep it (bounded) until the rest arrives.
-                if self.line.len() + part.len() <= MAX_SCANNED_TEXT {
-                    self.line.extend_from_slice(part);
-                }
-                continue;
-            }
+        let mut rest = chunk;
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            let (part, tail) = rest.split_at(i + 1);
+            rest = tail;
             if self.line.is_empty() {
                 self.line_done(part);
             } else {
@@ -182,6 +207,10 @@ impl SseScanner {
                 let line = std::mem::take(&mut self.line);
                 self.line_done(&line);
             }
+        }
+        // Incomplete line: keep it (bounded) until the rest arrives.
+        if !rest.is_empty() && self.line.len() + rest.len() <= MAX_SCANNED_TEXT {
+            self.line.extend_from_slice(rest);
         }
     }
 
@@ -194,13 +223,15 @@ impl SseScanner {
             self.findings.stream_complete = true;
             return;
         }
-        if data.is_empty() {
+        if data.is_empty() || (self.outcome_only && !may_end_stream(data)) {
             return;
         }
         let Ok(ev) = serde_json::from_slice::<Event>(data) else {
             return;
         };
-        self.findings.take_usage(ev.usage);
+        if !self.outcome_only {
+            self.findings.take_usage(ev.usage);
+        }
         if let Some(err) = ev.error {
             let v: serde_json::Value = serde_json::from_str(err.get()).unwrap_or_default();
             let msg = v
@@ -213,6 +244,9 @@ impl SseScanner {
         for c in ev.choices {
             if c.finish_reason.is_some() {
                 self.findings.stream_complete = true;
+            }
+            if self.outcome_only {
+                continue;
             }
             let Some(raw) = c.delta.or(c.message).and_then(|m| m.content) else {
                 continue;
@@ -287,6 +321,30 @@ mod tests {
         assert!(f.stream_complete && f.stream_error.is_none());
         assert_eq!(f.media_urls, vec!["https://m/draw.png"]);
         assert_eq!((f.prompt_tokens, f.completion_tokens), (Some(3), Some(4)));
+    }
+
+    #[test]
+    fn outcome_only_sees_the_end_and_errors_but_skips_content() {
+        let events = "data: {\"choices\":[{\"delta\":{\"content\":\"![a](https://m/a.png)\"},\"finish_reason\": null}]}\n\n";
+        let mut s = SseScanner::outcome_only();
+        s.feed(events.as_bytes());
+        let f = s.finish();
+        assert!(!f.stream_complete && f.media_urls.is_empty());
+
+        let mut s = SseScanner::outcome_only();
+        s.feed(events.as_bytes());
+        s.feed(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\" : \"stop\"}]}\n\n");
+        assert!(s.finish().stream_complete);
+
+        let mut s = SseScanner::outcome_only();
+        s.feed(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n");
+        let f = s.finish();
+        assert_eq!(f.stream_error.as_deref(), Some("overloaded"));
+        assert!(!f.stream_complete);
+
+        let mut s = SseScanner::outcome_only();
+        s.feed(b"data: [DONE]\n\n");
+        assert!(s.finish().stream_complete);
     }
 
     #[test]

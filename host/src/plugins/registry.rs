@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -272,8 +272,34 @@ impl Slot {
     }
 }
 
+/// The engine, made by the first load: it reserves its instance pool's address space and starts a ticker
+/// thread, which a gateway without plugins should not pay for (idle RSS, and tools like valgrind cannot map
+/// the reservation at all). Shared by registry generations with the same limits.
+struct EngineCell {
+    limits: Limits,
+    engine: OnceLock<Arc<PluginEngine>>,
+}
+
+impl EngineCell {
+    fn new(limits: Limits) -> EngineCell {
+        EngineCell {
+            limits,
+            engine: OnceLock::new(),
+        }
+    }
+
+    /// Loads are serialised by `load_lock`, so the engine is made once.
+    fn get(&self) -> Result<&Arc<PluginEngine>, PluginError> {
+        if let Some(e) = self.engine.get() {
+            return Ok(e);
+        }
+        let made = Arc::new(PluginEngine::new(self.limits)?);
+        Ok(self.engine.get_or_init(|| made))
+    }
+}
+
 struct Inner {
-    engine: Arc<PluginEngine>,
+    engine: Arc<EngineCell>,
     dir: PathBuf,
     settings: PluginSettings,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
@@ -314,7 +340,7 @@ impl Registry {
         let dir = settings.dir_in(data_dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| PluginError::Io(format!("{}: {e}", dir.display())))?;
-        let engine = Arc::new(PluginEngine::new(limits_of(settings))?);
+        let engine = Arc::new(EngineCell::new(limits_of(settings)));
         let core = Core::new(settings, dir.clone(), engine);
         Ok(Registry {
             current: Arc::new(ArcSwap::from_pointee(core)),
@@ -334,11 +360,11 @@ impl Registry {
             return Ok(false);
         }
         let limits = limits_of(&same);
-        let old = cur.inner.engine.limits();
+        let old = cur.inner.engine.limits;
         let engine = if old.timeout == limits.timeout && old.memory_bytes == limits.memory_bytes {
             cur.inner.engine.clone()
         } else {
-            Arc::new(PluginEngine::new(limits)?)
+            Arc::new(EngineCell::new(limits))
         };
         let core = Core::new(&same, (*self.dir).clone(), engine);
         core.set_direct_allowed(cur.inner.direct_allowed.load(Ordering::Relaxed));
@@ -401,8 +427,8 @@ struct Core {
 }
 
 impl Core {
-    fn new(settings: &PluginSettings, dir: PathBuf, engine: Arc<PluginEngine>) -> Core {
-        let timeout = engine.limits().timeout;
+    fn new(settings: &PluginSettings, dir: PathBuf, engine: Arc<EngineCell>) -> Core {
+        let timeout = engine.limits.timeout;
         let max = settings.max_consecutive_errors;
         let mut slots = BTreeMap::new();
         let mut slot = |name: &str, hook| {
@@ -579,7 +605,7 @@ impl Core {
                     name,
                     None,
                     self.inner.settings.max_consecutive_errors,
-                    self.inner.engine.limits().timeout,
+                    self.inner.engine.limits.timeout,
                 ))
             })
             .clone()
@@ -636,7 +662,7 @@ impl Core {
             }
             info.tried_sha256 = Some(sha.clone());
         }
-        let engine = &self.inner.engine;
+        let engine = self.inner.engine.get()?;
         let (component, source) = engine.compile(&bytes, &sha, &cache_dir(&self.inner.dir))?;
         let pre = engine.link(&component)?;
         if let Some(hook) = slot.hook {

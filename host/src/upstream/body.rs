@@ -60,6 +60,7 @@ impl TimedBody {
         calllog: CallLog,
         lease: TokenLease,
     ) -> TimedBody {
+        let full_scan = calllog.enabled();
         let total_deadline = t.total_deadline.map(Instant::from_std);
         let first = Instant::from_std(t.first_chunk_deadline);
         let first = total_deadline.map_or(first, |d| d.min(first));
@@ -72,7 +73,10 @@ impl TimedBody {
             record: Some(record),
             calllog,
             done: false,
-            scanner: sse.then(SseScanner::default),
+            scanner: sse.then(|| match full_scan {
+                true => SseScanner::default(),
+                false => SseScanner::outcome_only(),
+            }),
             _lease: lease,
             streaming_since: std::time::Instant::now(),
             deferred: None,

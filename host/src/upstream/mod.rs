@@ -276,21 +276,23 @@ impl Forwarder {
                     continue;
                 }
             };
-            let mut builder = egress
-                .client
-                .request(req.method.clone(), url.clone())
-                .header(cfg.auth.name.clone(), auth)
-                .header(
-                    http::header::USER_AGENT,
-                    concat!("grok2api/", env!("CARGO_PKG_VERSION")),
-                );
+            // Filled in place (appending, as the builder did): a builder chain moves its large self per call.
+            let mut upstream_req = reqwest::Request::new(req.method.clone(), url.clone());
+            let h = upstream_req.headers_mut();
+            h.append(cfg.auth.name.clone(), auth);
+            h.append(
+                http::header::USER_AGENT,
+                HeaderValue::from_static(concat!("grok2api/", env!("CARGO_PKG_VERSION"))),
+            );
             if let Some(accept) = &req.accept {
-                builder = builder.header(http::header::ACCEPT, accept.clone());
+                h.append(http::header::ACCEPT, accept.clone());
             }
             if let Some(body) = &req.body {
-                builder = builder
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
+                h.append(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                *upstream_req.body_mut() = Some(body.clone().into());
             }
 
             // Headers must arrive within the first-response timeout for streams; a non-streamed answer only
@@ -302,7 +304,8 @@ impl Forwarder {
                     .unwrap_or(Duration::from_secs(24 * 3600))
             };
             let sent_at = Instant::now();
-            let result = tokio::time::timeout(header_wait, builder.send()).await;
+            let result =
+                tokio::time::timeout(header_wait, egress.client.execute(upstream_req)).await;
             record.upstream_wait += sent_at.elapsed();
             // Set when the attempt failed because of its proxy: retry another way, keep the token.
             let mut proxy_failed = false;
