@@ -30,7 +30,10 @@ pub(super) async fn read(State(state): State<AppState>) -> Response {
         success: true,
         data: m.view(),
         keys: m.key_info(),
-        file: m.path().file_name().map(|n| n.to_string_lossy().to_string()),
+        file: m
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string()),
     })
     .into_response()
 }

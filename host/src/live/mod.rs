@@ -619,8 +619,12 @@ fn keep_restart_only(new: &mut Settings, running: &Settings) {
     g.max_connections = r.max_connections;
     g.rate_limit_per_minute = r.rate_limit_per_minute;
     g.rate_limit_burst = r.rate_limit_burst;
-    new.grok.proxy_pool_allow.clone_from(&running.grok.proxy_pool_allow);
-    new.grok.proxy_pool_deny.clone_from(&running.grok.proxy_pool_deny);
+    new.grok
+        .proxy_pool_allow
+        .clone_from(&running.grok.proxy_pool_allow);
+    new.grok
+        .proxy_pool_deny
+        .clone_from(&running.grok.proxy_pool_deny);
     new.plugins.webhooks.clone_from(&running.plugins.webhooks);
 }
 
