@@ -129,3 +129,27 @@ async fn asset(Path(file): Path<String>, Query(q): Query<AssetQuery>, req: Reque
     }
     (headers, a.body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    /// The Settings page labels each key from `i18n.js`; a key added to the settings without a label in both
+    /// languages would show its raw name.
+    #[test]
+    fn every_setting_has_a_label_in_both_languages() {
+        let i18n = include_str!("../../ui/i18n.js");
+        let settings = serde_json::to_value(crate::config::Settings::default()).unwrap();
+        let mut missing = Vec::new();
+        for (section, keys) in settings.as_object().unwrap() {
+            for key in keys.as_object().unwrap().keys() {
+                let label = format!("'set.k.{section}.{key}'");
+                if i18n.matches(&label).count() != 2 {
+                    missing.push(label);
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "labels missing in zh or en: {missing:?}"
+        );
+    }
+}
