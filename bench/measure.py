@@ -17,6 +17,8 @@ import urllib.parse
 import urllib.request
 
 TICK = os.sysconf("SC_CLK_TCK")
+# Scenarios whose egress goes through the HTTP forward proxy that wrk also uses directly (proxy-direct).
+VIA_HTTP_PROXY = ("gateway+proxy", "gateway+proxy+wasm", "gateway+all")
 
 
 # ---- /proc readings -------------------------------------------------------------------------------------------
@@ -83,10 +85,10 @@ class RssSampler(threading.Thread):
 
 # ---- wrk ------------------------------------------------------------------------------------------------------
 
-def wrk(load_cpu, conc, duration, script, url, body, target_path=""):
+def wrk(load_cpu, conc, duration, script, url, body, target_path="", expect_close=False):
     """Runs wrk once; returns its RESULT line as a dict plus the load tool's own CPU seconds."""
-    # An absolute target path means wrk talks to tinyproxy, which closes every connection after the answer.
-    env = dict(os.environ, BODY_FILE=body, TARGET_PATH=target_path, EXPECT_CLOSE="1" if target_path else "0")
+    # expect_close: wrk talks to tinyproxy, which closes every connection after the answer (see post.lua).
+    env = dict(os.environ, BODY_FILE=body, TARGET_PATH=target_path, EXPECT_CLOSE="1" if expect_close else "0")
     cmd = load_cpu.split() + ["wrk", "-t1", f"-c{conc}", f"-d{duration}", "--timeout", "10s", "-s", script, url]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -103,13 +105,13 @@ def cmd_point(a):
     pids = tree([int(p) for p in a.pids.split()])
     mock = tree([int(p) for p in a.mock_pids.split()]) if a.mock_pids else []
     if a.warmup:
-        wrk(a.load_cpu, a.conc, a.warmup, a.script, a.url, a.body, a.target_path)
+        wrk(a.load_cpu, a.conc, a.warmup, a.script, a.url, a.body, a.target_path, a.expect_close)
     sampler = RssSampler(pids, 0.2)
     sampler.start()
     runs = []
     for _ in range(a.repeat):
         c0, m0 = cpu_s(pids), cpu_s(mock)
-        r, load_s = wrk(a.load_cpu, a.conc, a.duration, a.script, a.url, a.body, a.target_path)
+        r, load_s = wrk(a.load_cpu, a.conc, a.duration, a.script, a.url, a.body, a.target_path, a.expect_close)
         c1, m1 = cpu_s(pids), cpu_s(mock)
         n = max(r["requests"], 1)
         r["cpu_us_per_req"] = (c1 - c0) * 1e6 / n
@@ -149,18 +151,42 @@ def http_json(url, body=None, token=None):
         return json.loads(r.read())
 
 
-def cmd_provision(a):
-    """Adds N pool tokens through the admin API, so the same step works whatever the storage mode is."""
-    login = http_json(f"{a.url}/api/login", {"username": "admin", "password": a.password})
+def admin_login(url, password):
+    login = http_json(f"{url}/api/login", {"username": "admin", "password": password})
     if not login.get("success"):
         sys.exit(f"admin login failed: {login}")
-    tok = login["token"]
+    return login["token"]
+
+
+def cmd_provision(a):
+    """Adds N pool tokens through the admin API, so the same step works whatever the storage mode is."""
+    tok = admin_login(a.url, a.password)
     http_json(f"{a.url}/api/tokens/add",
               {"tokens": [f"bench-token-{i:05d}-{'x' * 24}" for i in range(a.tokens)], "token_type": "ssoNormal"},
               tok)
     total = http_json(f"{a.url}/api/stats", token=tok)["data"]["total"]
     if total < a.tokens:
         sys.exit(f"expected {a.tokens} tokens, the gateway has {total}")
+
+
+def cmd_check(a):
+    """After the load: a proxy gateway's pool (proxies, how many carried requests) and its selector plugin's
+    counters. A plugin error, a plugin that never ran or one not loaded is an error: the built-in selector would
+    then have served, and the scenario would not measure what its name says."""
+    tok = admin_login(a.url, a.password)
+    px = http_json(f"{a.url}/api/proxies", token=tok)["data"]
+    rec = {"type": "check", "run_id": a.run_id, "scenario": a.name, "proxies": px["total"],
+           "healthy": px["healthy"], "used": sum(1 for p in px["proxies"] if p["total_requests"] > 0),
+           "requests": sum(p["total_requests"] for p in px["proxies"]),
+           "tokens_bound": len(px["assignments"]), "selector": px.get("selector"), "errors": 0}
+    if a.plugin:
+        pl = [p for p in http_json(f"{a.url}/api/plugins", token=tok)["data"]["plugins"] if p["name"] == a.plugin]
+        p = pl[0] if pl else {}
+        rec["plugin"] = {k: p.get(k) for k in ("name", "state", "calls", "errors", "p50_us", "p99_us", "last_error")}
+        rec["errors"] = (p.get("errors") or 0) + (0 if p.get("state") == "loaded" and p.get("calls") else 1)
+    print(json.dumps(rec), flush=True)
+    if rec["errors"]:
+        sys.stderr.write(f"{a.name}: selector plugin check failed: {rec.get('plugin')}\n")
 
 
 def cmd_idle(a):
@@ -302,6 +328,8 @@ def cmd_report(a):
     skips = [r for r in recs if r["type"] == "skip"]
     soaks = [r for r in recs if r["type"] == "soak"]
     lats = {r["scenario"]: r for r in recs if r["type"] == "chunklat"}
+    checks = [r for r in recs if r["type"] == "check"]
+    meta = next((r for r in recs if r["type"] == "meta"), {})
     by = {(r["scenario"], r["kind"], r["concurrency"]): r for r in points}
     order = list(dict.fromkeys(r["scenario"] for r in points))
 
@@ -318,6 +346,18 @@ def cmd_report(a):
                           f"{r['peak_rss_kb'] / 1024:>11.1f} {r['load_core_busy'] * 100:>7.0f}%")
     for s in skips:
         print(f"{s['scenario']}: not measured: {s['reason']}")
+    if checks:
+        print(f"\nProxy pools after the load (forward proxy: {meta.get('forward_proxy', 'tinyproxy')}):")
+    for c in checks:
+        line = (f"  {c['scenario']:20} {c['proxies']} proxies ({c['healthy']} healthy), {c['used']} carried "
+                f"{c['requests']} requests, {c['tokens_bound']} tokens bound; selector ")
+        p = c.get("plugin")
+        if p:
+            line += (f"{p['name']} ({p['state']}, {p['calls']} calls, {p['errors']} errors, "
+                     f"call p50 {p['p50_us']} µs p99 {p['p99_us']} µs)")
+        else:
+            line += "built-in"
+        print(line)
 
     if not a.smoke and points:
         print("\nTargets (ratios from this run; the machine is shared, so read them as indications):")
@@ -328,7 +368,7 @@ def cmd_report(a):
                 g = by.get((s, kind, 1))
                 if not g or s in ("direct", "proxy-direct"):
                     continue
-                ref = pd1 if "proxy" in s or s == "gateway+all" else d1
+                ref = pd1 if s in VIA_HTTP_PROXY else d1
                 if not ref:
                     continue
                 ap50, ap99 = g["p50_us"] - ref["p50_us"], g["p99_us"] - ref["p99_us"]
@@ -352,6 +392,16 @@ def cmd_report(a):
                       " (call log + selector on top of proxy binding)")
             if gp64 and pd64:
                 print(f"  {kind:6} c=64 throughput gateway via proxy / wrk via proxy = {gp64['rps'] / pd64['rps']:.2f}")
+            w64 = by.get(("gateway+proxy+wasm", kind, 64))
+            if w64 and gp64:
+                x = w64["rps"] / gp64["rps"]
+                print(f"  {kind:6} c=64 throughput WASM selector / built-in selector (both with proxy binding) = {x:.2f}"
+                      f"  [target ≥ 0.9: {verdict(x >= 0.9)}]")
+            s64 = by.get(("gateway+socks", kind, 64))
+            if s64 and gp64:
+                print(f"  {kind:6} c=64 throughput SOCKS5 (microsocks) / HTTP proxy = {s64['rps'] / gp64['rps']:.2f}")
+            if s64 and g64:
+                print(f"  {kind:6} c=64 throughput SOCKS5 (microsocks) / bare = {s64['rps'] / g64['rps']:.2f}")
             c64 = by.get(("gateway+calllog", kind, 64))
             if c64 and g64:
                 print(f"  {kind:6} c=64 throughput call log on / off       = {c64['rps'] / g64['rps']:.2f}")
@@ -393,7 +443,7 @@ def cmd_report(a):
               f"req/s {s['rps']}; errors {s['errors']}")
 
     errors = sum(r["errors"] for r in points) + sum(s["errors"] for s in soaks) + \
-        sum(r["errors"] for r in lats.values())
+        sum(r["errors"] for r in lats.values()) + sum(c["errors"] for c in checks)
     if errors:
         print(f"\nFAIL: {errors} errors")
         sys.exit(1)
@@ -411,6 +461,7 @@ def main():
     p.add_argument("--warmup", default="")
     p.add_argument("--mock-pids", default="")
     p.add_argument("--target-path", default="")
+    p.add_argument("--expect-close", action="store_true")
     p.add_argument("--load-cpu", default="")
     p.set_defaults(fn=cmd_point)
     p = sub.add_parser("provision")
@@ -418,6 +469,11 @@ def main():
     p.add_argument("--password", required=True)
     p.add_argument("--tokens", type=int, required=True)
     p.set_defaults(fn=cmd_provision)
+    p = sub.add_parser("check")
+    for k in ("name", "url", "password", "run_id"):
+        p.add_argument(f"--{k.replace('_', '-')}", required=True)
+    p.add_argument("--plugin", default="")
+    p.set_defaults(fn=cmd_check)
     p = sub.add_parser("idle")
     for k in ("name", "pids", "run_id"):
         p.add_argument(f"--{k.replace('_', '-')}", required=True)

@@ -4,7 +4,8 @@
 #   bench/run.sh --smoke          CI: 1 s per point, once; checks only that every scenario completes, zero errors
 #   bench/run.sh --soak [MINUTES] constant load on one gateway (default 10 min), RSS every 10 s, growth per minute
 # Env: DURATION, REPEAT, WARMUP, CONCS ("1 16 64"), TOKENS (10), OUT (bench/results.jsonl), BENCH_PROFILE
-# (release|dev), SOAK_TARGET (gateway+all), SOAK_CONC (8 per kind), SOAK_SCRAPE (1: scrape /metrics every 10 s).
+# (release|dev), BENCH_PROXY (squid|tinyproxy), NPROXY (20 proxy addresses), SOAK_TARGET (gateway+all),
+# SOAK_CONC (8 per kind), SOAK_SCRAPE (1: scrape /metrics every 10 s).
 # See bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,13 @@ else
 fi
 CONCS=${CONCS:-1 16 64}
 TOKENS=${TOKENS:-10}
+# The HTTP forward proxy of the proxy scenarios. squid keeps connections alive both ways, as a real egress proxy
+# does; tinyproxy closes every connection after one answer, so it, not the gateway, sets the pace (README).
+BENCH_PROXY=${BENCH_PROXY:-squid}
+case "$BENCH_PROXY" in squid | tinyproxy) ;; *) echo "BENCH_PROXY must be squid or tinyproxy" >&2; exit 2 ;; esac
+# How many proxies the gateway's pool holds in the proxy scenarios (the selector's candidates): one forward
+# proxy listening on 127.0.0.1 … 127.0.0.NPROXY, the same port, each address a separate pool entry.
+NPROXY=${NPROXY:-20}
 OUT=${OUT:-bench/results.jsonl}
 # Clients send this key; the gateway reads API_KEY from the environment, so its auth check runs too.
 export API_KEY=bench-client-key
@@ -36,7 +44,12 @@ ADMIN_PW=bench-admin-pw
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v tinyproxy >/dev/null || need+=(tinyproxy-bin)
+if [ "$BENCH_PROXY" = squid ]; then
+  command -v squid >/dev/null || [ -x /usr/sbin/squid ] || need+=(squid)
+else
+  command -v tinyproxy >/dev/null || need+=(tinyproxy-bin)
+fi
+command -v microsocks >/dev/null || need+=(microsocks)
 command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -46,9 +59,10 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+SQUID=$(command -v squid || echo /usr/sbin/squid)
 
 # With 2 cores or more the load tool (and this script's helpers) run on core 0 and everything under test
-# (gateway, nginx, tinyproxy, redis, mock) on core 1, so the load tool never steals the server's time.
+# (gateway, nginx, the forward proxies, redis, mock) on core 1, so the load tool never steals the server's time.
 if [ "$(nproc)" -ge 2 ]; then
   LOAD_CPU="taskset -c 0"; SUT_CPU="taskset -c 1"
   PINNING="load tool on core 0, processes under test (and the mock) on core 1"
@@ -67,7 +81,9 @@ fi
 WASM=""
 WASM_WHY="no plugins/least-latency in this tree"
 if [ -d plugins/least-latency ]; then
-  for f in target/plugins/least-latency.wasm target/wasm/wasm32-wasip2/release/least_latency.wasm; do
+  # GROK2API_PLUGINS_DIR: prebuilt components (plugins/build.sh's output), as for `cargo bench --bench plugins`.
+  for f in ${GROK2API_PLUGINS_DIR:+"$GROK2API_PLUGINS_DIR/least-latency.wasm"} target/plugins/least-latency.wasm \
+    target/wasm/wasm32-wasip2/release/least_latency.wasm; do
     [ -f "$f" ] && WASM=$f && break
   done
   if [ -z "$WASM" ]; then
@@ -105,11 +121,12 @@ wait_up() {
   echo "not ready: $1" >&2; return 1
 }
 
-python3 - "$RUN_ID" "$MODE" "$PROFILE" "$PINNING" "$DURATION" "$REPEAT" <<'PY' | record
+python3 - "$RUN_ID" "$MODE" "$PROFILE" "$PINNING" "$DURATION" "$REPEAT" "$BENCH_PROXY" "$NPROXY" <<'PY' | record
 import json, os, sys
-r, mode, prof, pin, dur, rep = sys.argv[1:]
+r, mode, prof, pin, dur, rep, proxy, nproxy = sys.argv[1:]
 print(json.dumps({"type": "meta", "run_id": r, "mode": mode, "profile": prof, "pinning": pin, "duration": dur,
-                  "repeat": int(rep), "nproc": os.cpu_count(), "loadavg_at_start": os.getloadavg()}))
+                  "repeat": int(rep), "nproc": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
+                  "forward_proxy": proxy, "proxies": int(nproxy)}))
 PY
 
 # Request bodies: ~300-byte chat request answered with ~1 KB; the same request streamed as 20 chunks.
@@ -168,13 +185,53 @@ $SUT_CPU "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/l
 NGINX_PID=$!; PIDS+=("$NGINX_PID")
 wait_up "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID"
 
-# tinyproxy, the egress proxy both the gateway and wrk go through in the proxy scenarios.
-TP_PORT=$(free_port)
-printf 'Port %s\nListen 127.0.0.1\nTimeout 60\nMaxClients 1024\nLogLevel Error\nDisableViaHeader Yes\n' \
-  "$TP_PORT" >"$WORK/tinyproxy.conf"
-$SUT_CPU tinyproxy -d -c "$WORK/tinyproxy.conf" >"$WORK/tinyproxy.log" 2>&1 &
-TP_PID=$!; PIDS+=("$TP_PID")
-wait_up "http://127.0.0.1:$TP_PORT/" "$TP_PID"
+# The forward proxy both the gateway and wrk go through in the proxy scenarios, listening on NPROXY loopback
+# addresses (127.0.0.1 … 127.0.0.NPROXY, one port), so the gateway's pool has NPROXY distinct proxies.
+PX_PORT=$(free_port)
+PX_DIR="$WORK/$BENCH_PROXY"; mkdir -p "$PX_DIR"
+if [ "$BENCH_PROXY" = squid ]; then
+  # No cache (memory or disk), persistent connections to clients and servers, loopback clients only, no access
+  # log; -N: foreground, one process, no SMP workers. Started as root, squid drops to its own user
+  # (cache_effective_user), which then needs to reach its directory.
+  {
+    for i in $(seq 1 "$NPROXY"); do echo "http_port 127.0.0.$i:$PX_PORT"; done
+    cat <<EOF
+http_access allow localhost
+http_access deny all
+cache deny all
+cache_mem 0 MB
+client_persistent_connections on
+server_persistent_connections on
+via off
+forwarded_for delete
+pinger_enable off
+access_log none
+cache_store_log none
+cache_log $PX_DIR/cache.log
+pid_filename $PX_DIR/squid.pid
+coredump_dir $PX_DIR
+shutdown_lifetime 0 seconds
+EOF
+    if [ "$(id -u)" -eq 0 ]; then echo "cache_effective_user proxy"; fi
+  } >"$PX_DIR/squid.conf"
+  if [ "$(id -u)" -eq 0 ]; then chmod o+x "$WORK"; chown proxy "$PX_DIR"; fi
+  $SUT_CPU "$SQUID" -N -f "$PX_DIR/squid.conf" >"$PX_DIR/out.log" 2>&1 &
+else
+  { printf 'Port %s\nTimeout 60\nMaxClients 1024\nLogLevel Error\nDisableViaHeader Yes\n' "$PX_PORT"
+    for i in $(seq 1 "$NPROXY"); do echo "Listen 127.0.0.$i"; done; } >"$PX_DIR/tinyproxy.conf"
+  $SUT_CPU tinyproxy -d -c "$PX_DIR/tinyproxy.conf" >"$PX_DIR/out.log" 2>&1 &
+fi
+PX_PID=$!; PIDS+=("$PX_PID")
+wait_up "http://127.0.0.1:$PX_PORT/" "$PX_PID" || { cat "$PX_DIR"/*.log >&2; exit 1; }
+PROXY_URLS=$(for i in $(seq 1 "$NPROXY"); do printf '"http://127.0.0.%s:%s", ' "$i" "$PX_PORT"; done)
+PROXY="proxy_urls = [${PROXY_URLS%, }]"
+
+# SOCKS5 (microsocks, one thread per connection): a tunnel stays open for as many requests as the gateway's
+# pooled connection carries. One address; wrk cannot speak SOCKS, so there is no wrk-through-it reference.
+SOCKS_PORT=$(free_port)
+$SUT_CPU microsocks -i 127.0.0.1 -p "$SOCKS_PORT" >"$WORK/microsocks.log" 2>&1 &
+SOCKS_PID=$!; PIDS+=("$SOCKS_PID")
+for _ in $(seq 1 50); do (echo >"/dev/tcp/127.0.0.1/$SOCKS_PORT") 2>/dev/null && break; sleep 0.1; done
 
 # start_gateway NAME GLOBAL_TOML GROK_TOML EXTRA_TOML [ENV=VAL...] -> GW_PORT, GW_PID; 1 if it does not start
 start_gateway() {
@@ -194,32 +251,49 @@ start_gateway() {
 NAMES=(); URLS=(); SPIDS=(); TPATHS=()
 add() { NAMES+=("$1"); URLS+=("$2"); SPIDS+=("$3"); TPATHS+=("${4:-}"); }
 skip() { M skip --run-id "$RUN_ID" --name "$1" --reason "$2" | record; }
+# Gateways whose proxy pool (and selector plugin, if any) are checked after the load: NAME=URL[=PLUGIN].
+CHECKS=()
 
 add direct "$MOCK_URL" "$MOCK_PID"
 add nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$NGINX_PID"
-add proxy-direct "http://127.0.0.1:$TP_PORT/" "$TP_PID" "$MOCK_URL"
-PROXY="proxy_url = \"http://127.0.0.1:$TP_PORT\""
+add proxy-direct "http://127.0.0.1:$PX_PORT/" "$PX_PID" "$MOCK_URL"
 
 start_gateway bare "log_max_count = 0" "" ""
 add gateway "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
 start_gateway calllog "" "" ""
 add gateway+calllog "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
+# Proxy binding with the built-in selector: NPROXY proxies, call log off.
 start_gateway proxy "log_max_count = 0" "$PROXY" ""
 add gateway+proxy "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
+CHECKS+=("gateway+proxy=http://127.0.0.1:$GW_PORT=")
 
-# Everything on: call log + proxy binding + the WASM selector when this build has a plugin host.
-ALL_EXTRA=""
+# The WASM selector `least-latency` when this build has a plugin host: gateway+proxy+wasm is gateway+proxy with
+# it (call log off), so the two isolate the selector; gateway+all adds the call log.
+WASM_EXTRA=""
 if [ -n "$WASM" ]; then
   mkdir -p "$WORK/plugins"; cp "$WASM" "$WORK/plugins/least-latency.wasm"
-  ALL_EXTRA=$(printf '[plugins]\ndir = "%s"\nselector = "least-latency"\n' "$WORK/plugins")
+  WASM_EXTRA=$(printf '[plugins]\ndir = "%s"\nselector = "least-latency"\n' "$WORK/plugins")
+  start_gateway proxy-wasm "log_max_count = 0" "$PROXY" "$WASM_EXTRA"
+  if grep -q 'unknown section \[plugins\]' "$WORK/gw-proxy-wasm/log"; then
+    WASM=""; WASM_WHY="the binary ignores [plugins]"
+  else
+    add gateway+proxy+wasm "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
+    CHECKS+=("gateway+proxy+wasm=http://127.0.0.1:$GW_PORT=least-latency")
+  fi
 fi
-start_gateway all "" "$PROXY" "$ALL_EXTRA"
-add gateway+all "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
 if [ -z "$WASM" ]; then
-  skip "WASM selector" "not available in this build ($WASM_WHY); gateway+all = call log + proxy binding only"
-elif grep -q 'unknown section \[plugins\]' "$WORK/gw-all/log"; then
-  skip "WASM selector" "not available in this build (the binary ignores [plugins]); gateway+all = call log + proxy binding only"
+  skip "WASM selector" "not available in this build ($WASM_WHY); no gateway+proxy+wasm, gateway+all = call log + proxy binding only"
 fi
+
+# SOCKS5 egress through microsocks (one proxy), call log off.
+start_gateway socks "log_max_count = 0" "proxy_urls = [\"socks5h://127.0.0.1:$SOCKS_PORT\"]" ""
+add gateway+socks "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
+CHECKS+=("gateway+socks=http://127.0.0.1:$GW_PORT=")
+
+# Everything on: call log + proxy binding + the WASM selector.
+start_gateway all "" "$PROXY" "$WASM_EXTRA"
+add gateway+all "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GW_PID"
+CHECKS+=("gateway+all=http://127.0.0.1:$GW_PORT=${WASM:+least-latency}")
 
 # Redis storage mode (call log on): a private redis-server; skipped when the binary refuses STORAGE_MODE=redis.
 REDIS_PORT=$(free_port)
@@ -256,15 +330,22 @@ else
     for conc in $CONCS; do
       for i in "${!NAMES[@]}"; do
         echo "running: $kind c=$conc ${NAMES[$i]}" >&2
+        # wrk straight to tinyproxy: it closes after every answer (post.lua's EXPECT_CLOSE).
+        close=""; [ -n "${TPATHS[$i]}" ] && [ "$BENCH_PROXY" = tinyproxy ] && close=--expect-close
         M point --run-id "$RUN_ID" --name "${NAMES[$i]}" --kind "$kind" --conc "$conc" --url "${URLS[$i]}" \
-          --target-path "${TPATHS[$i]}" --body "$WORK/$kind.json" --pids "${SPIDS[$i]}" --mock-pids "$MOCK_PID" \
+          --target-path "${TPATHS[$i]}" $close --body "$WORK/$kind.json" --pids "${SPIDS[$i]}" --mock-pids "$MOCK_PID" \
           --duration "$DURATION" --repeat "$REPEAT" --warmup "$WARMUP" --script bench/post.lua \
           --load-cpu "$LOAD_CPU" | record
       done
     done
   done
-  # Time from the mock sending a chunk to the client reading it, at c=1; scenarios with tinyproxy are left out
-  # (it buffers and closes, and wrk is not the client here).
+  # After the load: each proxy gateway's pool (how many proxies, how many carried requests) and its selector
+  # plugin's counters, so the report shows the selector really ran (plugin errors count as errors).
+  for c in "${CHECKS[@]}"; do
+    IFS== read -r name url plugin <<<"$c"
+    M check --run-id "$RUN_ID" --name "$name" --url "$url" --password "$ADMIN_PW" --plugin "$plugin" | record
+  done
+  # Time from the mock sending a chunk to the client reading it, at c=1; the proxy scenarios are left out.
   for i in "${!NAMES[@]}"; do
     case "${NAMES[$i]}" in direct | nginx | gateway | gateway+calllog) ;; *) continue ;; esac
     echo "running: chunk latency ${NAMES[$i]}" >&2
