@@ -74,6 +74,8 @@ const UI = (() => {
     const box = document.getElementById('toasts');
     if (!box) return;
     const e = h('div', { class: 'toast toast-' + kind, role: kind === 'err' ? 'alert' : 'status' }, msg);
+    // At most three at a time: a burst of actions must not cover the page on a phone.
+    while (box.children.length >= 3) box.firstChild.remove();
     box.append(e);
     setTimeout(() => e.remove(), kind === 'err' ? 8000 : 4000);
   }
