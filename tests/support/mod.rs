@@ -30,6 +30,24 @@ pub use mock_upstream::{Action, MockServer, Rule};
 pub const API_KEY: &str = "sk-test-key";
 pub const ADMIN_PASSWORD: &str = "admin-test-pw";
 
+/// Stops a helper server the tests started (redis-server, mariadbd): SIGTERM and wait, a clean shutdown.
+pub fn terminate(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let _ = c.wait();
+    }
+}
+
+/// Kills a helper server outright (when its owner is dropped, e.g. by a failing test).
+pub fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -185,12 +185,7 @@ impl MysqlServer {
 
     /// SIGTERM and wait: a clean shutdown.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
+        super::terminate(&mut self.child);
     }
 
     /// Starts it again on the same port with the same data.
@@ -202,9 +197,6 @@ impl MysqlServer {
 
 impl Drop for MysqlServer {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::kill(&mut self.child);
     }
 }

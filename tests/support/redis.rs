@@ -98,12 +98,7 @@ impl RedisServer {
 
     /// SIGTERM and wait: a clean stop (the append-only file is already on disk).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
+        super::terminate(&mut self.child);
     }
 
     /// Starts it again on the same port with the same data.
@@ -115,9 +110,6 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::kill(&mut self.child);
     }
 }
