@@ -25,9 +25,12 @@ async fn two_instances_share_tokens_sessions_bindings_proxy_health_and_logs() {
     assert_eq!(db.count("SELECT COUNT(*) FROM g2a_rows WHERE tbl = 0"), 2);
     assert_eq!(db.count("SELECT COUNT(*) FROM g2a_rows WHERE tbl = 1"), 2);
     assert_eq!(db.count("SELECT COUNT(*) FROM g2a_bindings"), 2);
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/mysql"))
+        .unwrap()
+        .count() as u64;
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1"),
-        1
+        migrations
     );
 }
 
@@ -182,4 +185,17 @@ async fn mode_shared_login_throttling_and_retention_in_batches() {
     )
     .await;
     assert_eq!(log_total(&gw, &session).await, 10);
+}
+
+#[tokio::test]
+async fn own_log_entries_are_shared_once_and_not_read_back() {
+    let _turn = SERIAL.lock().await;
+    if !mysql_support::available() {
+        return;
+    }
+    let db = MysqlServer::start();
+    let url = db.url();
+    let connect = || grok2api::storage::mysql::MysqlStorage::connect(&url, 0);
+    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    own_log_contract(&a, &b, false).await;
 }

@@ -71,3 +71,16 @@ async fn export_import_round_trip_converts_secret_keys() {
     support::shared_store::export_import_round_trip_converts_secret_keys(&RedisServer::start())
         .await;
 }
+
+#[tokio::test]
+async fn own_log_entries_are_shared_once_and_not_read_back() {
+    let _turn = SERIAL.lock().await;
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let url = server.url();
+    let connect = || grok2api::storage::redis::RedisStorage::connect(&url, 0);
+    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    own_log_contract(&a, &b, true).await;
+}

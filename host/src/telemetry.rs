@@ -86,6 +86,10 @@ fn describe() {
         "grok2api_calllog_persist_errors_total",
         "Failed call-log writes (retried)"
     );
+    describe_gauge!(
+        "grok2api_calllog_pending",
+        "Call-log entries recorded but not yet written to storage"
+    );
     describe_counter!(
         "grok2api_webhook_queued_total",
         "Webhook requests added to the outbox, per sink"
@@ -272,6 +276,7 @@ pub fn set_state_gauges(tokens: &crate::tokens::TokenPool, queue: &crate::calllo
     counter!("grok2api_calllog_recorded_total").absolute(queue.recorded);
     counter!("grok2api_calllog_dropped_total").absolute(queue.dropped);
     counter!("grok2api_calllog_persist_errors_total").absolute(queue.persist_errors);
+    gauge!("grok2api_calllog_pending").set(queue.pending as f64);
 }
 
 /// Sets the webhook counters and gauges just before a scrape (sink names are bounded by the settings).

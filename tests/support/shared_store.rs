@@ -324,16 +324,19 @@ pub async fn restart_under_load_loses_no_call_log_entry<S: Store>(
     }
     assert_eq!(failed, 0, "requests failed while the store was away");
     assert!(sent > 20, "too little load: {sent}");
+    // Entries are in the instance's memory at once; `pending` says when the store has them too.
     let stored = eventually(Duration::from_secs(20), "every entry stored", || async {
         let r = gw
             .http
-            .get(gw.url("/api/logs?page_size=1"))
+            .get(gw.url("/api/logs/stats"))
             .bearer_auth(&session)
             .send()
             .await
             .ok()?;
-        let total = r.json::<Value>().await.ok()?["total"].as_u64()?;
-        (total >= sent).then_some(total)
+        let stats = r.json::<Value>().await.ok()?;
+        let total = stats["data"]["total"].as_u64()?;
+        let pending = stats["data"]["pending"].as_u64()?;
+        (total >= sent && pending == 0).then_some(total)
     })
     .await;
     assert_eq!(stored, sent, "duplicates in the shared log");
@@ -444,4 +447,87 @@ pub async fn export_import_round_trip_converts_secret_keys<S: Store>(store: &S) 
     let session = gw.admin_token().await;
     let listed = gw.admin_get(&session, "/api/tokens").await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+}
+
+/// The shared call log's contract, on two storage handles (two processes' worth) of one store: an instance's
+/// own entries reach the others but are not read back by itself, a retried batch is written once, and
+/// `append_own_log` moves the cursor past its entries only when nothing else came in between (a store may
+/// never move it: `moves_cursor` false).
+pub async fn own_log_contract(
+    a: &dyn grok2api::storage::shared::SharedState,
+    b: &dyn grok2api::storage::shared::SharedState,
+    moves_cursor: bool,
+) {
+    use grok2api::storage::shared::LogCursor;
+    use grok2api::storage::CallLogEntry;
+    use std::sync::Arc;
+    let entry = |i: i64| {
+        Arc::new(CallLogEntry {
+            id: format!("contract-{i}"),
+            timestamp: 1_700_000_000_000 + i,
+            model: "grok-4-fast".into(),
+            success: true,
+            status_code: 200,
+            ..Default::default()
+        })
+    };
+    let ids = |t: &grok2api::storage::shared::LogTail| -> Vec<String> {
+        t.entries.iter().map(|e| e.id.clone()).collect()
+    };
+    let batch: Vec<_> = (1..=3).map(|i| (i as u64, entry(i))).collect();
+    let moved = a
+        .append_own_log(&batch, &LogCursor::default())
+        .await
+        .unwrap();
+    // A lost reply: the same batch again, plus one more.
+    let mut retry = batch.clone();
+    retry.push((4, entry(4)));
+    a.append_own_log(&retry, &LogCursor::default())
+        .await
+        .unwrap();
+
+    let all = b.tail_log(&LogCursor::default(), 100, false).await.unwrap();
+    assert_eq!(
+        ids(&all),
+        ["contract-1", "contract-2", "contract-3", "contract-4"],
+        "another instance reads each entry once"
+    );
+    let own = a.tail_log(&LogCursor::default(), 100, false).await.unwrap();
+    assert!(
+        own.entries.is_empty(),
+        "own entries read back: {:?}",
+        ids(&own)
+    );
+    assert_eq!(
+        own.cursor, all.cursor,
+        "skipped entries still move the cursor"
+    );
+    let with_own = a.tail_log(&LogCursor::default(), 100, true).await.unwrap();
+    assert_eq!(ids(&with_own), ids(&all));
+    match moved {
+        Some(c) => {
+            assert!(moves_cursor);
+            // Moved past the first batch only: the retry's new entry lies beyond it.
+            let rest = a.tail_log(&c, 100, true).await.unwrap();
+            assert_eq!(ids(&rest), ["contract-4"]);
+        }
+        None => assert!(
+            !moves_cursor,
+            "nothing else was appended: the cursor should move"
+        ),
+    }
+
+    // B appends; A's next append must not jump over B's entry.
+    b.append_own_log(&[(1, entry(5))], &all.cursor)
+        .await
+        .unwrap();
+    let moved = a
+        .append_own_log(&[(5, entry(6))], &all.cursor)
+        .await
+        .unwrap();
+    assert_eq!(moved, None, "jumped over another instance's entry");
+    let next = a.tail_log(&all.cursor, 100, false).await.unwrap();
+    assert_eq!(ids(&next), ["contract-5"]);
+    let next = b.tail_log(&all.cursor, 100, false).await.unwrap();
+    assert_eq!(ids(&next), ["contract-6"]);
 }

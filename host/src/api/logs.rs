@@ -175,6 +175,8 @@ pub(super) struct LogStatsData {
     /// Entries the recorder dropped because its queue was full.
     dropped: u64,
     queue_depth: usize,
+    /// Entries recorded but not yet written to storage (the next flush is due, or the store is away).
+    pending: u64,
     /// The zone "today" is counted in.
     timezone: String,
 }
@@ -198,6 +200,7 @@ pub(super) async fn stats(
         stats: s,
         dropped: queue.dropped,
         queue_depth: queue.queue_depth,
+        pending: queue.pending,
         timezone: state.settings.load().global.timezone.clone(),
     }))
 }

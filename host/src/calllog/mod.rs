@@ -120,6 +120,8 @@ struct Counters {
     recorded: AtomicU64,
     dropped: AtomicU64,
     persist_errors: AtomicU64,
+    /// Entries recorded but not yet written to storage.
+    pending: AtomicU64,
 }
 
 enum Control {
@@ -149,6 +151,8 @@ pub struct QueueStats {
     pub dropped: u64,
     pub queue_depth: usize,
     pub persist_errors: u64,
+    /// Entries recorded but not yet written to storage (the next flush is due, or the store is away).
+    pub pending: u64,
 }
 
 pub struct CallLogOptions {
@@ -207,6 +211,8 @@ impl CallLog {
             storage,
             counters: log.counters.clone(),
             pending: Vec::new(),
+            next_seq: 1,
+            reloading: false,
             journaled: 0,
             last_compaction: Instant::now(),
             flush_interval: if shared {
@@ -260,6 +266,7 @@ impl CallLog {
             dropped: self.counters.dropped.load(Ordering::Relaxed),
             queue_depth: QUEUE_CAPACITY - self.tx.capacity(),
             persist_errors: self.counters.persist_errors.load(Ordering::Relaxed),
+            pending: self.counters.pending.load(Ordering::Relaxed),
         }
     }
 
@@ -313,13 +320,19 @@ struct Writer {
     storage: Arc<dyn Storage>,
     counters: Arc<Counters>,
     /// Entries in memory but not yet persisted.
-    pending: Vec<Arc<CallLogEntry>>,
+    /// Entries not yet persisted, with their number in this process (the shared store's idempotency key).
+    pending: Vec<crate::storage::shared::OwnEntry>,
+    next_seq: u64,
+    /// Shared mode: the local copy was dropped (the log's epoch changed) and is being read again, own
+    /// entries included.
+    reloading: bool,
     /// Entries in the journal since the last compaction.
     journaled: usize,
     last_compaction: Instant,
     flush_interval: Duration,
-    /// Shared mode: entries go to the shared log only and come back into `store` by tailing it, so every
-    /// instance holds the log of all of them.
+    /// Shared mode: entries go into `store` at once (as in file mode) and to the shared log; tailing it
+    /// brings in the other instances' entries (the store leaves out this process's own), so every instance
+    /// holds the log of all of them.
     shared: bool,
     cursor: crate::storage::shared::LogCursor,
     /// Receives this instance's new entries (never the ones tailed from other instances).
@@ -382,26 +395,31 @@ impl Writer {
         if let Some(feed) = &self.webhooks {
             feed.offer(entries.clone());
         }
-        if self.shared {
-            self.pending.extend(entries);
-            let excess = self.pending.len().saturating_sub(PENDING_MAX);
-            if excess > 0 {
-                self.pending.drain(..excess);
-                self.counters
-                    .dropped
-                    .fetch_add(excess as u64, Ordering::Relaxed);
-                tracing::error!(
-                    dropped = excess,
-                    "call-log buffer full while the shared store is away; oldest entries dropped"
-                );
-            }
-            return;
-        }
         let mut store = self.store.write();
         for e in entries {
             store.insert(e.clone());
-            self.pending.push(e);
+            self.pending.push((self.next_seq, e));
+            self.next_seq += 1;
         }
+        drop(store);
+        // A file log loses nothing here: compaction rewrites the whole store. A shared one would.
+        let excess = match self.shared {
+            true => self.pending.len().saturating_sub(PENDING_MAX),
+            false => 0,
+        };
+        if excess > 0 {
+            self.pending.drain(..excess);
+            self.counters
+                .dropped
+                .fetch_add(excess as u64, Ordering::Relaxed);
+            tracing::error!(
+                dropped = excess,
+                "call-log buffer full while the shared store is away; oldest entries dropped"
+            );
+        }
+        self.counters
+            .pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
     }
 
     fn drain_queue(&mut self, buf: &mut Vec<Finished>) {
@@ -433,8 +451,29 @@ impl Writer {
         }
         let batch = std::mem::take(&mut self.pending);
         let n = batch.len();
-        match self.storage.append_call_logs(batch.clone()).await {
-            Ok(()) => self.journaled += n,
+        let result = match self.storage.shared() {
+            Some(shared) => match shared.append_own_log(&batch, &self.cursor).await {
+                Ok(moved) => {
+                    // Nothing else was appended in between: the next tail has nothing to read.
+                    if let Some(c) = moved {
+                        self.cursor = c;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            None => {
+                let entries = batch.iter().map(|(_, e)| e.clone()).collect();
+                self.storage.append_call_logs(entries).await
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.journaled += n;
+                self.counters
+                    .pending
+                    .store(self.pending.len() as u64, Ordering::Relaxed);
+            }
             Err(e) => {
                 // Keep them for the next attempt: nothing recorded is given up on.
                 self.counters.persist_errors.fetch_add(1, Ordering::Relaxed);
@@ -446,25 +485,31 @@ impl Writer {
         }
     }
 
-    /// Shared mode: reads what any instance appended since the cursor into the local store.
+    /// Shared mode: reads what other instances appended since the cursor into the local store.
     async fn tail(&mut self) {
         let Some(shared) = self.storage.shared() else {
             return;
         };
         loop {
-            match shared.tail_log(&self.cursor, 5000).await {
+            match shared.tail_log(&self.cursor, 5000, self.reloading).await {
                 Ok(t) => {
-                    let n = t.entries.len();
                     let mut store = self.store.write();
                     if t.reset {
+                        // Entries were deleted somewhere: start over from the shared log, keeping what has
+                        // not reached it yet.
                         store.keep_newest(0);
+                        for (_, e) in &self.pending {
+                            store.insert(e.clone());
+                        }
+                        self.reloading = true;
                     }
                     for e in t.entries {
                         store.insert(Arc::new(e));
                     }
                     drop(store);
                     self.cursor = t.cursor;
-                    if n < 5000 {
+                    if !t.more {
+                        self.reloading = false;
                         return;
                     }
                 }

@@ -7,7 +7,8 @@
 //!   deletions), `logseq` (lock row serialising appends), `init` (set by the first start or an import);
 //! - `g2a_sessions` hash → expiry; `g2a_login` failure counts and lockouts per client;
 //! - `g2a_call_logs`: one row per entry (`seq` auto-increment, unique `entry_id`, JSON `entry`, and indexed
-//!   copies of time, token id, model and success for the admin filters).
+//!   copies of time, token id, model and success for the admin filters; `origin` tags the appending
+//!   process, so its own tail can skip what it already holds).
 //!
 //! Every multi-row change is one transaction. The pool tests a connection before handing it out, so a
 //! server that went away and came back is reconnected to; while it is away calls fail with an error and
@@ -60,6 +61,8 @@ pub struct MysqlStorage {
     /// When this instance last enforced retention (ms), and entries appended since.
     retention_at: AtomicI64,
     appended_since: AtomicI64,
+    /// This process's tag on the log entries it appends.
+    origin: String,
 }
 
 impl MysqlStorage {
@@ -119,7 +122,50 @@ impl MysqlStorage {
             log_max,
             retention_at: AtomicI64::new(0),
             appended_since: AtomicI64::new(0),
+            origin: shared::new_origin(),
         })
+    }
+
+    /// Inserts call-log entries tagged with `origin` ("" for imports).
+    async fn insert_log(
+        &self,
+        entries: Vec<shared::OwnEntry>,
+        origin: &str,
+    ) -> Result<(), StorageError> {
+        let n = entries.len();
+        let rows =
+            shared::encode_entries(entries.into_iter().map(|(_, e)| (e.clone(), e)).collect())
+                .await?;
+        for chunk in rows.chunks(CHUNK) {
+            let mut tx = self.begin().await?;
+            // Appends take turns on this row, so `seq` grows in commit order and a tailer that has read up
+            // to some `seq` never finds an older one committed later.
+            sqlx::query("SELECT v FROM g2a_meta WHERE k = 'logseq' FOR UPDATE")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| err("append log", e))?;
+            // INSERT IGNORE on the unique entry id: a retry after a lost reply writes nothing twice.
+            QueryBuilder::<MySql>::new(
+                "INSERT IGNORE INTO g2a_call_logs \
+                 (entry_id, ts, token_id, model, success, status_code, origin, entry) ",
+            )
+            .push_values(chunk, |mut b, (e, json)| {
+                b.push_bind(truncated(&e.id, 255))
+                    .push_bind(e.timestamp)
+                    .push_bind(truncated(&e.token_id, 64))
+                    .push_bind(truncated(&e.model, 128))
+                    .push_bind(e.success)
+                    .push_bind(e.status_code)
+                    .push_bind(origin)
+                    .push_bind(json.as_str());
+            })
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| err("append log", e))?;
+            tx.commit().await.map_err(|e| err("append log", e))?;
+        }
+        self.maybe_enforce_retention(n).await
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, MySql>, StorageError> {
@@ -251,11 +297,10 @@ impl Storage for MysqlStorage {
         let mut out = Vec::new();
         let mut cursor = LogCursor::default();
         loop {
-            let tail = self.tail_log(&cursor, 5000).await?;
-            let n = tail.entries.len();
+            let tail = self.tail_log(&cursor, 5000, true).await?;
             out.extend(tail.entries);
             cursor = tail.cursor;
-            if n < 5000 {
+            if !tail.more {
                 return Ok(out);
             }
         }
@@ -604,47 +649,26 @@ impl SharedState for MysqlStorage {
     }
 
     async fn append_log(&self, entries: &[Arc<CallLogEntry>]) -> Result<(), StorageError> {
-        for chunk in entries.chunks(CHUNK) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for e in chunk {
-                let json =
-                    serde_json::to_string(e.as_ref()).map_err(|source| StorageError::Encode {
-                        what: "call-log entry".into(),
-                        source,
-                    })?;
-                rows.push((e, json));
-            }
-            let mut tx = self.begin().await?;
-            // Appends take turns on this row, so `seq` grows in commit order and a tailer that has read up
-            // to some `seq` never finds an older one committed later.
-            sqlx::query("SELECT v FROM g2a_meta WHERE k = 'logseq' FOR UPDATE")
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| err("append log", e))?;
-            // INSERT IGNORE on the unique entry id: a retry after a lost reply writes nothing twice.
-            QueryBuilder::<MySql>::new(
-                "INSERT IGNORE INTO g2a_call_logs \
-                 (entry_id, ts, token_id, model, success, status_code, entry) ",
-            )
-            .push_values(&rows, |mut b, (e, json)| {
-                b.push_bind(truncated(&e.id, 255))
-                    .push_bind(e.timestamp)
-                    .push_bind(truncated(&e.token_id, 64))
-                    .push_bind(truncated(&e.model, 128))
-                    .push_bind(e.success)
-                    .push_bind(e.status_code)
-                    .push_bind(json.as_str());
-            })
-            .build()
-            .execute(&mut *tx)
+        self.insert_log(entries.iter().map(|e| (0, e.clone())).collect(), "")
             .await
-            .map_err(|e| err("append log", e))?;
-            tx.commit().await.map_err(|e| err("append log", e))?;
-        }
-        self.maybe_enforce_retention(entries.len()).await
     }
 
-    async fn tail_log(&self, cursor: &LogCursor, limit: usize) -> Result<LogTail, StorageError> {
+    async fn append_own_log(
+        &self,
+        entries: &[shared::OwnEntry],
+        _cursor: &LogCursor,
+    ) -> Result<Option<LogCursor>, StorageError> {
+        // The tail's `seq > ?` read is one indexed range scan that skips own rows' JSON; no fast-forward.
+        self.insert_log(entries.to_vec(), &self.origin).await?;
+        Ok(None)
+    }
+
+    async fn tail_log(
+        &self,
+        cursor: &LogCursor,
+        limit: usize,
+        include_own: bool,
+    ) -> Result<LogTail, StorageError> {
         let epoch = self.meta("logepoch").await? as u64;
         let reset = epoch != cursor.epoch && !cursor.after.is_empty();
         let after: u64 = if reset {
@@ -652,13 +676,22 @@ impl SharedState for MysqlStorage {
         } else {
             cursor.after.parse().unwrap_or(0)
         };
-        let rows =
-            sqlx::query("SELECT seq, entry FROM g2a_call_logs WHERE seq > ? ORDER BY seq LIMIT ?")
-                .bind(after)
-                .bind(limit as u64)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| err("read call log", e))?;
+        // Own rows come back without their JSON: they only move the cursor.
+        let skip = if include_own || reset {
+            ""
+        } else {
+            self.origin.as_str()
+        };
+        let rows = sqlx::query(
+            "SELECT seq, IF(origin <> '' AND origin = ?, NULL, entry) FROM g2a_call_logs \
+             WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(skip)
+        .bind(after)
+        .bind(limit as u64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| err("read call log", e))?;
         let mut out = LogTail {
             entries: Vec::with_capacity(rows.len()),
             cursor: LogCursor {
@@ -670,16 +703,19 @@ impl SharedState for MysqlStorage {
                 epoch,
             },
             reset,
+            more: rows.len() >= limit,
         };
         for r in &rows {
             let seq: u64 = r.try_get(0).map_err(|e| err("decode", e))?;
-            match serde_json::from_str::<CallLogEntry>(&text(r, 1)?) {
+            out.cursor.after = seq.to_string();
+            let json: Option<Vec<u8>> = r.try_get(1).map_err(|e| err("decode", e))?;
+            let Some(json) = json else { continue };
+            match serde_json::from_slice::<CallLogEntry>(&json) {
                 Ok(e) => out.entries.push(e),
                 Err(e) => {
                     tracing::warn!(error = %e, seq, "skipping an unreadable call-log entry in MySQL")
                 }
             }
-            out.cursor.after = seq.to_string();
         }
         Ok(out)
     }

@@ -4,8 +4,10 @@
 //! - `px:<proxy URL>` hash of groups, `pxs` set of URLs; `bind` hash token id → proxy URL;
 //! - `ver` counter bumped by every row or binding change (instances poll it);
 //! - `sess:<sha256>` → expiry ms (expires with the session); `lf:<client>` failure counter, `lock:<client>`;
-//! - `log` stream (one field `e` = entry JSON, trimmed with `MAXLEN ~`), `logid:<id>` dedup keys (1 day),
-//!   `logepoch` counter bumped on deletions; `init` marker set by the first start (or an import).
+//! - `log` stream (field `e` = entry JSON, `o` = the appending process's origin tag; trimmed with `MAXLEN ~`),
+//!   `loglast` = the last ID appended, `logapplied:<origin>` = the highest entry number that process wrote
+//!   (its idempotency mark, 7 days), `logepoch` counter bumped on deletions; `init` marker set by the first
+//!   start (or an import).
 //!
 //! Every multi-key change runs as one Lua script, so a crash or a lost connection never leaves half of it.
 //! The connection manager reconnects by itself; while Redis is away calls fail with an error and callers
@@ -33,6 +35,8 @@ pub struct RedisStorage {
     con: ConnectionManager,
     /// `global.log_max_count`: the stream is trimmed to about this many entries.
     log_max: usize,
+    /// This process's tag on the log entries it appends.
+    origin: String,
 }
 
 const WRITE_ROWS: &str = r#"
@@ -75,22 +79,44 @@ end
 return 0
 "#;
 
+/// Untagged append (imports). `loglast` follows every append, so a tailer can tell "nothing new" from one
+/// GET.
 const APPEND_LOG: &str = r#"
-local n = 0
-for i = 3, #ARGV, 2 do
-  if redis.call('SET', ARGV[2] .. ARGV[i], 1, 'NX', 'EX', 86400) then
-    if tonumber(ARGV[1]) > 0 then
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i + 1])
-    else
-      redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
-    end
-    n = n + 1
+local last = false
+for i = 2, #ARGV do
+  if tonumber(ARGV[1]) > 0 then
+    last = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+  else
+    last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
   end
 end
-return n
+if last then redis.call('SET', KEYS[2], last) end
+return 1
 "#;
 
-/// `redis://user:****@host:port/db`: the URL with its password masked, for messages.
+/// This instance's entries, tagged `o` = origin. `logapplied:<origin>` holds the highest entry number
+/// written, so a retry after a lost reply skips what went in (one key per process, not one per entry).
+/// Returns the last ID before and after the batch and the epoch, for the caller's cursor.
+const APPEND_OWN_LOG: &str = r#"
+local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
+local before = redis.call('GET', KEYS[3]) or ''
+local top, last = applied, before
+for i = 3, #ARGV, 2 do
+  local n = tonumber(ARGV[i])
+  if n > top then
+    if tonumber(ARGV[1]) > 0 then
+      last = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i + 1], 'o', ARGV[2])
+    else
+      last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1], 'o', ARGV[2])
+    end
+    top = n
+  end
+end
+redis.call('SET', KEYS[2], top, 'EX', 604800)
+if last ~= before then redis.call('SET', KEYS[3], last) end
+return {before, last, redis.call('GET', KEYS[4]) or '0'}
+"#;
+
 pub fn mask_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
@@ -144,7 +170,11 @@ impl RedisStorage {
             .query_async(&mut con)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(RedisStorage { con, log_max })
+        Ok(RedisStorage {
+            con,
+            log_max,
+            origin: shared::new_origin(),
+        })
     }
 
     fn con(&self) -> ConnectionManager {
@@ -211,11 +241,10 @@ impl Storage for RedisStorage {
         let mut out = Vec::new();
         let mut cursor = LogCursor::default();
         loop {
-            let tail = self.tail_log(&cursor, 5000).await?;
-            let n = tail.entries.len();
+            let tail = self.tail_log(&cursor, 5000, true).await?;
             out.extend(tail.entries);
             cursor = tail.cursor;
-            if n < 5000 {
+            if !tail.more {
                 return Ok(out);
             }
         }
@@ -230,15 +259,11 @@ impl Storage for RedisStorage {
         let _: () = redis::pipe()
             .atomic()
             .del(format!("{PREFIX}log"))
+            .del(format!("{PREFIX}loglast"))
             .incr(format!("{PREFIX}logepoch"), 1)
             .query_async(&mut con)
             .await
             .map_err(|e| err("DEL log", e))?;
-        // A fresh log: the dedup keys of the old one must not hide re-imported entries.
-        let ids: Vec<String> = scan_keys(&mut con, &format!("{PREFIX}logid:*")).await?;
-        for chunk in ids.chunks(1000) {
-            let _: () = con.del(chunk).await.map_err(|e| err("DEL", e))?;
-        }
         all.sort_by_key(|e| e.timestamp);
         for chunk in all.chunks(2000) {
             self.append_log(chunk).await?;
@@ -452,17 +477,14 @@ impl SharedState for RedisStorage {
     }
 
     async fn append_log(&self, entries: &[Arc<CallLogEntry>]) -> Result<(), StorageError> {
-        for chunk in entries.chunks(500) {
+        let encoded =
+            shared::encode_entries(entries.iter().map(|e| ((), e.clone())).collect()).await?;
+        for chunk in encoded.chunks(500) {
             let script = redis::Script::new(APPEND_LOG);
             let mut inv = script.key(format!("{PREFIX}log"));
-            inv.arg(self.log_max).arg(format!("{PREFIX}logid:"));
-            for e in chunk {
-                let json =
-                    serde_json::to_string(e.as_ref()).map_err(|source| StorageError::Encode {
-                        what: "call-log entry".into(),
-                        source,
-                    })?;
-                inv.arg(&e.id).arg(json);
+            inv.key(format!("{PREFIX}loglast")).arg(self.log_max);
+            for (_, json) in chunk {
+                inv.arg(json);
             }
             let _: i64 = inv
                 .invoke_async(&mut self.con())
@@ -472,25 +494,53 @@ impl SharedState for RedisStorage {
         Ok(())
     }
 
-    async fn tail_log(&self, cursor: &LogCursor, limit: usize) -> Result<LogTail, StorageError> {
+    async fn append_own_log(
+        &self,
+        entries: &[shared::OwnEntry],
+        cursor: &LogCursor,
+    ) -> Result<Option<LogCursor>, StorageError> {
+        let encoded = shared::encode_entries(entries.to_vec()).await?;
+        let mut cursor = Some(cursor.clone());
+        for chunk in encoded.chunks(500) {
+            let script = redis::Script::new(APPEND_OWN_LOG);
+            let mut inv = script.key(format!("{PREFIX}log"));
+            inv.key(format!("{PREFIX}logapplied:{}", self.origin))
+                .key(format!("{PREFIX}loglast"))
+                .key(format!("{PREFIX}logepoch"))
+                .arg(self.log_max)
+                .arg(&self.origin);
+            for (n, json) in chunk {
+                inv.arg(n).arg(json);
+            }
+            let (before, last, epoch): (String, String, u64) = inv
+                .invoke_async(&mut self.con())
+                .await
+                .map_err(|e| err("append log", e))?;
+            // Nobody else appended since what the caller has read: it may skip past its own entries.
+            cursor = cursor
+                .filter(|c| c.after == before && c.epoch == epoch)
+                .map(|_| LogCursor { after: last, epoch });
+        }
+        Ok(cursor)
+    }
+
+    async fn tail_log(
+        &self,
+        cursor: &LogCursor,
+        limit: usize,
+        include_own: bool,
+    ) -> Result<LogTail, StorageError> {
         let mut con = self.con();
-        let epoch: Option<u64> = con
-            .get(format!("{PREFIX}logepoch"))
+        let (epoch, last): (Option<u64>, Option<String>) = redis::cmd("MGET")
+            .arg(format!("{PREFIX}logepoch"))
+            .arg(format!("{PREFIX}loglast"))
+            .query_async(&mut con)
             .await
-            .map_err(|e| err("GET logepoch", e))?;
+            .map_err(|e| err("MGET logepoch loglast", e))?;
         let epoch = epoch.unwrap_or(0);
         let reset = epoch != cursor.epoch && !cursor.after.is_empty();
-        let start = if cursor.after.is_empty() || reset {
-            "-".to_string()
-        } else {
-            format!("({}", cursor.after)
-        };
-        let reply: redis::streams::StreamRangeReply = con
-            .xrange_count(format!("{PREFIX}log"), &start, "+", limit)
-            .await
-            .map_err(|e| err("XRANGE", e))?;
         let mut out = LogTail {
-            entries: Vec::with_capacity(reply.ids.len()),
+            entries: Vec::new(),
             cursor: LogCursor {
                 after: if reset {
                     String::new()
@@ -500,18 +550,48 @@ impl SharedState for RedisStorage {
                 epoch,
             },
             reset,
+            more: false,
         };
-        for id in reply.ids {
-            if let Some(redis::Value::BulkString(b)) = id.map.get("e") {
-                match serde_json::from_slice::<CallLogEntry>(b.as_slice()) {
-                    Ok(e) => out.entries.push(e),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "skipping an unreadable call-log entry in Redis")
+        // The common case with one writer: nothing appended since the last read.
+        if !reset && last.unwrap_or_default() == cursor.after {
+            return Ok(out);
+        }
+        let start = if out.cursor.after.is_empty() {
+            "-".to_string()
+        } else {
+            format!("({}", out.cursor.after)
+        };
+        let reply: redis::streams::StreamRangeReply = con
+            .xrange_count(format!("{PREFIX}log"), &start, "+", limit)
+            .await
+            .map_err(|e| err("XRANGE", e))?;
+        let skip_own = !include_own && !reset;
+        let origin = self.origin.clone();
+        if let Some(id) = reply.ids.last() {
+            out.cursor.after = id.id.clone();
+        }
+        out.more = reply.ids.len() >= limit;
+        // Parsing thousands of entries is too long for a runtime worker.
+        out.entries = tokio::task::spawn_blocking(move || {
+            let mut entries = Vec::with_capacity(reply.ids.len());
+            for id in reply.ids {
+                let own = matches!(id.map.get("o"), Some(redis::Value::BulkString(o)) if *o == origin.as_bytes());
+                if skip_own && own {
+                    continue;
+                }
+                if let Some(redis::Value::BulkString(b)) = id.map.get("e") {
+                    match serde_json::from_slice::<CallLogEntry>(b.as_slice()) {
+                        Ok(e) => entries.push(e),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "skipping an unreadable call-log entry in Redis")
+                        }
                     }
                 }
             }
-            out.cursor.after = id.id;
-        }
+            entries
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?;
         Ok(out)
     }
 

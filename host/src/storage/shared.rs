@@ -40,12 +40,45 @@ pub struct LogCursor {
     pub epoch: u64,
 }
 
+/// One of this instance's call-log entries, numbered in the order this process made them (from 1).
+pub type OwnEntry = (u64, std::sync::Arc<CallLogEntry>);
+
+/// An instance's tag on the entries it appends: random per process, so entries of an earlier run of the
+/// same host count as another instance's (they are not in this process's memory).
+pub fn new_origin() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Serialises entries to JSON on the blocking pool: a batch can be thousands of entries, too long to hold a
+/// runtime worker (one worker serves every request in small deployments).
+pub async fn encode_entries<T: Send + 'static>(
+    entries: Vec<(T, std::sync::Arc<CallLogEntry>)>,
+) -> Result<Vec<(T, String)>, StorageError> {
+    tokio::task::spawn_blocking(move || {
+        entries
+            .into_iter()
+            .map(|(k, e)| {
+                serde_json::to_string(e.as_ref())
+                    .map(|j| (k, j))
+                    .map_err(|source| StorageError::Encode {
+                        what: "call-log entry".into(),
+                        source,
+                    })
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| StorageError::Task(e.to_string()))?
+}
+
 #[derive(Debug, Default)]
 pub struct LogTail {
     pub entries: Vec<CallLogEntry>,
     pub cursor: LogCursor,
     /// The epoch changed since `cursor`: the reader must drop what it has and read from the start.
     pub reset: bool,
+    /// The read stopped at its limit: there may be more after `cursor`.
+    pub more: bool,
 }
 
 #[async_trait]
@@ -87,12 +120,28 @@ pub trait SharedState: Send + Sync + 'static {
     async fn login_lock_left(&self, client: &str) -> Result<Option<Duration>, StorageError>;
     async fn login_succeeded(&self, client: &str) -> Result<(), StorageError>;
 
-    /// Appends entries; idempotent by entry id, so a retry after a lost reply writes nothing twice.
+    /// Appends entries that did not come from this instance's traffic (an import), untagged.
     async fn append_log(
         &self,
         entries: &[std::sync::Arc<CallLogEntry>],
     ) -> Result<(), StorageError>;
-    async fn tail_log(&self, cursor: &LogCursor, limit: usize) -> Result<LogTail, StorageError>;
+    /// Appends this instance's own entries, each with its number in this process (increasing), tagged with
+    /// the instance so tailers can leave them out. Idempotent: a retry after a lost reply writes nothing
+    /// twice. Returns `cursor` moved past them when nothing from another instance lies between `cursor` and
+    /// them (the next tail then has nothing to read), else `None`.
+    async fn append_own_log(
+        &self,
+        entries: &[OwnEntry],
+        cursor: &LogCursor,
+    ) -> Result<Option<LogCursor>, StorageError>;
+    /// Entries after `cursor`, oldest first. This instance's own entries (already in its memory) are left
+    /// out, except with `include_own` or when the epoch changed (`reset`: the reader starts over).
+    async fn tail_log(
+        &self,
+        cursor: &LogCursor,
+        limit: usize,
+        include_own: bool,
+    ) -> Result<LogTail, StorageError>;
     /// Keeps the newest `keep` entries; returns how many were deleted. Bumps the epoch.
     async fn trim_log(&self, keep: usize) -> Result<usize, StorageError>;
 
