@@ -46,7 +46,8 @@ mkdir -p "$WORK/redis"
 # Redis shares the load core: it is part of the system under test here.
 $SUT_CPU redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --save "" --appendonly yes \
   --appendfsync everysec --daemonize no >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
+REDIS_PID=$!
+PIDS+=($REDIS_PID)
 for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 python3 - "$WORK" <<'PY'
@@ -72,24 +73,35 @@ PY
   printf '[grok]\nbase_url = "http://127.0.0.1:%s/v1"\n[global]\nhost = "127.0.0.1"\nadmin_password = "bench-pw"\n' \
     "$MOCK_PORT" >"$dir/setting.toml"
   env DATA_DIR="$dir" PORT="$GW_PORT" LOG_LEVEL=warning WORKERS=1 "$@" $SUT_CPU $BIN/grok2api >"$dir/log" 2>&1 &
-  PIDS+=($!)
+  GW_PID=$!
+  PIDS+=($GW_PID)
   wait_http "http://127.0.0.1:$GW_PORT/health"
 }
 
 start_gateway file
 FILE_PORT=$GW_PORT
+FILE_PID=$GW_PID
 start_gateway redis STORAGE_MODE=redis DATABASE_URL="redis://127.0.0.1:$REDIS_PORT/0"
 REDIS_GW_PORT=$GW_PORT
+REDIS_GW_PID=$GW_PID
 
+# CPU time (user + system, clock ticks) a process has used so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run PORT GATEWAY_PID: one wrk run, its RESULT JSON plus the CPU the gateway and redis-server used in it.
 run() {
-  BODY_FILE="$WORK/chat.json" $LOAD_CPU wrk -t1 -c"$CONC" -d"$DURATION" -s bench/post.lua \
-    "http://127.0.0.1:$1/v1/chat/completions" | grep '^RESULT ' | cut -d' ' -f2-
+  local g0 r0 out
+  g0=$(ticks "$2"); r0=$(ticks "$REDIS_PID")
+  out=$(BODY_FILE="$WORK/chat.json" $LOAD_CPU wrk -t1 -c"$CONC" -d"$DURATION" -s bench/post.lua \
+    "http://127.0.0.1:$1/v1/chat/completions" | grep '^RESULT ' | cut -d' ' -f2-)
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["gw_ticks"]=int(sys.argv[2]); r["redis_ticks"]=int(sys.argv[3]); print(json.dumps(r))' \
+    "$out" "$(( $(ticks "$2") - g0 ))" "$(( $(ticks "$REDIS_PID") - r0 ))"
 }
 
 : >"$WORK/file.jsonl"; : >"$WORK/redis.jsonl"
 for _ in $(seq 1 "$REPEAT"); do
-  run "$FILE_PORT" >>"$WORK/file.jsonl"
-  run "$REDIS_GW_PORT" >>"$WORK/redis.jsonl"
+  run "$FILE_PORT" "$FILE_PID" >>"$WORK/file.jsonl"
+  run "$REDIS_GW_PORT" "$REDIS_GW_PID" >>"$WORK/redis.jsonl"
 done
 
 python3 - "$WORK" "$SMOKE" <<'PY'
@@ -104,7 +116,11 @@ for mode in ("file", "redis"):
     res[mode] = runs
     med = statistics.median(r["rps"] for r in runs)
     p99 = statistics.median(r["p99_us"] for r in runs)
-    print(f"{mode:6s} median {med:9.0f} req/s   p99 {p99/1000:6.2f} ms   runs: {[round(r['rps']) for r in runs]}")
+    tick_us = 1e6 / 100  # USER_HZ
+    gw = statistics.median(r["gw_ticks"] * tick_us / r["requests"] for r in runs)
+    rd = statistics.median(r["redis_ticks"] * tick_us / r["requests"] for r in runs)
+    print(f"{mode:6s} median {med:9.0f} req/s   p99 {p99/1000:6.2f} ms   CPU per request: gateway {gw:5.1f} µs, "
+          f"redis-server {rd:5.1f} µs   runs: {[round(r['rps']) for r in runs]}")
 ratio = statistics.median(r["rps"] for r in res["redis"]) / statistics.median(r["rps"] for r in res["file"])
 print(f"redis / file = {ratio:.3f} (target >= 0.9)")
 if not smoke and ratio < 0.9:
