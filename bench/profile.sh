@@ -5,7 +5,7 @@
 # perf:      cpu-clock samples (kernel included) of the gateway under wrk at concurrency 16; needs linux-perf.
 # syscalls:  strace -c of the gateway under load, with the request count to divide by.
 # Env: LOGMAX (call log entries, default 0 = off), PROXY=1 (egress through a local tinyproxy),
-# SECS (measured seconds, default 10), KEEP (dir for the raw profile).
+# SECS (measured seconds, default 10), TOKENS (pool size, default 10), KEEP (dir for the raw profile).
 # Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +39,7 @@ WRAP=(taskset -c 1)
 DATA_DIR="$W/gw" PORT="$GP" LOG_LEVEL=warning WORKERS=1 "${WRAP[@]}" $BIN/grok2api >"$W/gw.log" 2>&1 &
 GW=$!; PIDS+=("$GW")
 for _ in $(seq 1 1200); do curl -s -o /dev/null "http://127.0.0.1:$GP/health" && break; sleep 0.1; done # valgrind starts slowly
-python3 bench/measure.py provision --url "http://127.0.0.1:$GP" --password pw --tokens 10
+python3 bench/measure.py provision --url "http://127.0.0.1:$GP" --password pw --tokens "${TOKENS:-10}"
 python3 - "$W" <<'PY'
 import json, sys
 msg = "Summarise the following text in one line: " + "lorem ipsum dolor sit amet " * 8

@@ -62,18 +62,24 @@ impl FileStorage {
         blocking(move || read_json_or_set_aside(&path)).await?
     }
 
-    async fn save_json<T: Serialize + ?Sized>(
-        &self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), StorageError> {
-        // Encode on the caller's thread (cheap, no I/O); write off the async runtime.
-        let bytes = serde_json::to_vec_pretty(value).map_err(|source| StorageError::Encode {
-            what: name.into(),
-            source,
-        })?;
+    async fn save_json<T>(&self, name: &'static str, value: &T) -> Result<(), StorageError>
+    where
+        T: ToOwned + ?Sized,
+        T::Owned: Serialize + Send + 'static,
+    {
+        // Encoding a large pool takes milliseconds: a copy goes to the blocking pool with the write, so the
+        // runtime worker serving requests only pays for the copy.
+        let value = value.to_owned();
         let path = self.dir.join(name);
-        blocking(move || write_atomic(&path, &bytes)).await?
+        blocking(move || {
+            let bytes =
+                serde_json::to_vec_pretty(&value).map_err(|source| StorageError::Encode {
+                    what: name.into(),
+                    source,
+                })?;
+            write_atomic(&path, &bytes)
+        })
+        .await?
     }
 }
 

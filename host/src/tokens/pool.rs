@@ -405,6 +405,11 @@ impl TokenPool {
                 }
                 if best.is_none_or(|b| t.in_flight() < b.in_flight()) {
                     best = Some(t);
+                    // Nothing beats an idle token: stop here, so a large pool is not scanned whole per
+                    // request (the rotating start already spreads the idle ones).
+                    if t.in_flight() == 0 {
+                        break;
+                    }
                 }
             }
             if let Some(t) = best {
