@@ -27,20 +27,28 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/images/generations", post(images_generations))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
-        .route_layer(middleware::from_fn_with_state(state.clone(), client_auth))
-        // Outermost, so failed key guesses count against the client too.
-        .route_layer(middleware::from_fn_with_state(
-            state,
-            super::ratelimit::limit,
-        ))
+        .route_layer(middleware::from_fn_with_state(state, guard))
+}
+
+/// The `/v1` gate: the per-client rate limit, then the API key. One middleware rather than a layer each:
+/// every layer boxes the request's future once more.
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // First, so failed key guesses count against the client too.
+    if let Some(refused) = super::ratelimit::check(&state, &req) {
+        return refused;
+    }
+    if let Some(refused) = client_auth(&state, &req) {
+        return refused;
+    }
+    next.run(req).await
 }
 
 /// `Authorization: Bearer <grok.api_key>`; an empty key leaves the routes open (warned about at start-up).
-async fn client_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+fn client_auth(state: &AppState, req: &Request) -> Option<Response> {
     let settings = state.settings.load();
     let key = settings.grok.api_key.expose();
     if key.is_empty() {
-        return next.run(req).await;
+        return None;
     }
     let presented = req
         .headers()
@@ -51,13 +59,17 @@ async fn client_auth(State(state): State<AppState>, req: Request, next: Next) ->
                 .or_else(|| v.strip_prefix("bearer "))
         });
     match presented {
-        None => ApiError::unauthorized(
-            "missing_api_key",
-            "missing API key: send Authorization: Bearer <key>",
-        )
-        .into_response(),
-        Some(p) if constant_time_eq(p.trim(), key) => next.run(req).await,
-        Some(_) => ApiError::unauthorized("invalid_api_key", "invalid API key").into_response(),
+        None => Some(
+            ApiError::unauthorized(
+                "missing_api_key",
+                "missing API key: send Authorization: Bearer <key>",
+            )
+            .into_response(),
+        ),
+        Some(p) if constant_time_eq(p.trim(), key) => None,
+        Some(_) => {
+            Some(ApiError::unauthorized("invalid_api_key", "invalid API key").into_response())
+        }
     }
 }
 

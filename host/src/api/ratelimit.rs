@@ -6,8 +6,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -66,31 +65,29 @@ impl ClientRateLimit {
     }
 }
 
-/// Middleware for the `/v1` routes: 429 with `Retry-After` (whole seconds, at least 1) over the rate.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(limiter) = &state.rate_limit else {
-        return next.run(req).await;
-    };
-    let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
-        return next.run(req).await;
-    };
+/// For the `/v1` routes' gate: 429 with `Retry-After` (whole seconds, at least 1) over the rate.
+pub fn check(state: &AppState, req: &Request) -> Option<Response> {
+    let limiter = state.rate_limit.as_ref()?;
+    let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()?;
     match limiter.check(addr.ip()) {
-        Ok(()) => next.run(req).await,
+        Ok(()) => None,
         Err(wait) => {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             metrics::counter!("grok2api_rate_limited_total").increment(1);
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "rate_limit_exceeded",
-                format!(
+            Some(
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                    format!(
                     "too many requests from this client (limit {} per minute); retry after {} s",
                     limiter.per_minute,
                     secs.max(1)
                 ),
+                )
+                .with_retry_after(HeaderValue::from_str(&secs.max(1).to_string()).ok())
+                .into_response(),
             )
-            .with_retry_after(HeaderValue::from_str(&secs.max(1).to_string()).ok())
-            .into_response()
         }
     }
 }
