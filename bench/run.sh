@@ -3,8 +3,8 @@
 #   bench/run.sh                  full run (release build; DURATION=5s per point, REPEAT=3, medians reported)
 #   bench/run.sh --smoke          CI: 1 s per point, once; checks only that every scenario completes, zero errors
 #   bench/run.sh --soak [MINUTES] constant load on one gateway (default 10 min), RSS every 10 s, growth per minute
-# Env: DURATION, REPEAT, WARMUP, CONCS ("1 16 64"), TOKENS (10), OUT (bench/results.jsonl), BENCH_PROFILE
-# (release|dev), BENCH_PROXY (squid|tinyproxy), NPROXY (20 proxy addresses), SOAK_TARGET (gateway+all),
+# Env: DURATION, REPEAT, WARMUP, CONCS ("1 16 64"), ONLY (scenario names), TOKENS (10), OUT (bench/results.jsonl),
+# BENCH_PROFILE (release|dev), BENCH_PROXY (squid|tinyproxy), NPROXY (20 proxy addresses), SOAK_TARGET (gateway+all),
 # SOAK_CONC (8 per kind), SOAK_SCRAPE (1: scrape /metrics every 10 s).
 # See bench/README.md.
 set -euo pipefail
@@ -313,6 +313,8 @@ for i in "${!NAMES[@]}"; do
 done
 
 echo "bench: $MODE, $PROFILE build, $PINNING; run $RUN_ID" >&2
+# ONLY="direct nginx gateway" limits the load points to those scenarios (quick A/Bs); default: all.
+wanted() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 if [ $MODE = soak ]; then
   target=${SOAK_TARGET:-gateway+all}
   for i in "${!NAMES[@]}"; do
@@ -329,6 +331,7 @@ else
   for kind in chat stream; do
     for conc in $CONCS; do
       for i in "${!NAMES[@]}"; do
+        wanted "${NAMES[$i]}" || continue
         echo "running: $kind c=$conc ${NAMES[$i]}" >&2
         # wrk straight to tinyproxy: it closes after every answer (post.lua's EXPECT_CLOSE).
         close=""; [ -n "${TPATHS[$i]}" ] && [ "$BENCH_PROXY" = tinyproxy ] && close=--expect-close
@@ -348,6 +351,7 @@ else
   # Time from the mock sending a chunk to the client reading it, at c=1; the proxy scenarios are left out.
   for i in "${!NAMES[@]}"; do
     case "${NAMES[$i]}" in direct | nginx | gateway | gateway+calllog) ;; *) continue ;; esac
+    wanted "${NAMES[$i]}" || continue
     echo "running: chunk latency ${NAMES[$i]}" >&2
     M chunklat --run-id "$RUN_ID" --name "${NAMES[$i]}" --url "${URLS[$i]}" --body "$WORK/stamp.json" \
       --seconds "${DURATION%s}" | record

@@ -40,6 +40,11 @@ pub struct TimedBody {
     streaming_since: std::time::Instant,
     /// How the upstream ended while chunks were being joined; acted on at the next poll.
     deferred: Option<Deferred>,
+    /// Chunks received and not yet passed on, while the upstream connection gets one turn to hand over
+    /// what it has already read.
+    held: Option<bytes::BytesMut>,
+    /// Turns given since the last chunk arrived.
+    yielded: u8,
 }
 
 enum Deferred {
@@ -48,8 +53,16 @@ enum Deferred {
 }
 
 /// Chunks already waiting are joined into one frame up to this size: one write (and one wakeup of the
-/// client's side) instead of one per upstream chunk, with no added delay.
+/// client's side) instead of one per upstream chunk.
+///
+/// The upstream connection's task decodes one chunk at a time into a channel of one slot, so "already
+/// waiting" needs turns of that task: after each chunk the body yields (wakes itself, returns Pending) up to
+/// `HANDOVER_TURNS` times before passing on what it holds. When the upstream sent 20 events in one segment
+/// they leave in one write, not 20; a lone chunk waits that many scheduler turns (microseconds).
 const COALESCE_MAX: usize = 64 * 1024;
+/// Measured: the next chunk of a segment already read shows up after the second turn (the client
+/// connection's task and the body channel's wake-up each take one).
+const HANDOVER_TURNS: u8 = 2;
 
 impl TimedBody {
     pub fn new(
@@ -80,6 +93,8 @@ impl TimedBody {
             _lease: lease,
             streaming_since: std::time::Instant::now(),
             deferred: None,
+            held: None,
+            yielded: 0,
         }
     }
 
@@ -142,61 +157,76 @@ impl Stream for TimedBody {
             Some(Deferred::Error(msg)) => return this.fail("upstream_stream_error", &msg),
             None => {}
         }
-        match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(first))) => {
-                let mut joined: Option<bytes::BytesMut> = None;
-                while joined.as_ref().map_or(first.len(), |b| b.len()) < COALESCE_MAX {
-                    match this.inner.as_mut().poll_next(cx) {
-                        Poll::Ready(Some(Ok(more))) => joined
-                            .get_or_insert_with(|| bytes::BytesMut::from(&first[..]))
-                            .extend_from_slice(&more),
-                        Poll::Ready(Some(Err(e))) => {
-                            this.deferred = Some(Deferred::Error(format!(
-                                "upstream error mid-stream: {}",
-                                super::error_chain(&e)
-                            )));
-                            break;
-                        }
-                        Poll::Ready(None) => {
-                            this.deferred = Some(Deferred::End);
-                            break;
-                        }
-                        Poll::Pending => break,
+        loop {
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.yielded = 0;
+                    let held = this.held.get_or_insert_with(bytes::BytesMut::new);
+                    held.extend_from_slice(&chunk);
+                    if held.len() >= COALESCE_MAX {
+                        return this.pass_on();
                     }
                 }
-                let chunk = joined.map_or(first, |b| b.freeze());
-                let mut next = Instant::now() + this.chunk_timeout;
-                if let Some(total) = this.total_deadline {
-                    next = next.min(total);
+                Poll::Ready(Some(Err(e))) => {
+                    let msg = format!("upstream error mid-stream: {}", super::error_chain(&e));
+                    if this.held.is_none() {
+                        return this.fail("upstream_stream_error", &msg);
+                    }
+                    this.deferred = Some(Deferred::Error(msg));
+                    return this.pass_on();
                 }
-                this.sleep.as_mut().reset(next);
-                if let Some(scanner) = &mut this.scanner {
-                    scanner.feed(&chunk);
+                Poll::Ready(None) => {
+                    if this.held.is_none() {
+                        this.done = true;
+                        this.finish(true, "");
+                        return Poll::Ready(None);
+                    }
+                    this.deferred = Some(Deferred::End);
+                    return this.pass_on();
                 }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let msg = format!("upstream error mid-stream: {}", super::error_chain(&e));
-                this.fail("upstream_stream_error", &msg)
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                this.finish(true, "");
-                Poll::Ready(None)
-            }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    let total_hit = this.total_deadline.is_some_and(|d| Instant::now() >= d);
-                    let msg = if total_hit {
-                        "timeout: stream exceeded the total time limit"
-                    } else {
-                        "timeout: no data from upstream within the chunk timeout"
-                    };
-                    this.fail("stream_timeout", msg)
+                Poll::Pending if this.held.is_some() => {
+                    if this.yielded >= HANDOVER_TURNS {
+                        return this.pass_on();
+                    }
+                    // A turn for the upstream connection to hand over chunks it has already read.
+                    this.yielded += 1;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                Poll::Pending => {
+                    return match this.sleep.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            let total_hit =
+                                this.total_deadline.is_some_and(|d| Instant::now() >= d);
+                            let msg = if total_hit {
+                                "timeout: stream exceeded the total time limit"
+                            } else {
+                                "timeout: no data from upstream within the chunk timeout"
+                            };
+                            this.fail("stream_timeout", msg)
+                        }
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+            }
         }
+    }
+}
+
+impl TimedBody {
+    /// Passes on the held chunks as one frame and restarts the between-chunk timer.
+    fn pass_on(&mut self) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        let chunk = self.held.take().unwrap_or_default().freeze();
+        self.yielded = 0;
+        let mut next = Instant::now() + self.chunk_timeout;
+        if let Some(total) = self.total_deadline {
+            next = next.min(total);
+        }
+        self.sleep.as_mut().reset(next);
+        if let Some(scanner) = &mut self.scanner {
+            scanner.feed(&chunk);
+        }
+        Poll::Ready(Some(Ok(chunk)))
     }
 }
 
