@@ -42,7 +42,13 @@ async fn non_streaming_completion_is_passed_through() {
 
 #[tokio::test]
 async fn streaming_passes_chunks_as_they_arrive() {
-    let (_mock, gw) = setup(&[T1]).await;
+    // One worker: the single-threaded runtime, where the stream's hand-over turns run differently.
+    let _mock = MockServer::start().await.unwrap();
+    let gw = GatewayBuilder::new(&_mock.base_url())
+        .tokens(&[T1])
+        .env("WORKERS", "1")
+        .start()
+        .await;
     let mut body = hello();
     body["stream"] = json!(true);
     body["mock"] = json!({"chunks": 4, "delay_ms": 300});
@@ -341,6 +347,7 @@ async fn stalled_stream_ends_with_an_error_event() {
     let gw = GatewayBuilder::new(&mock.base_url())
         .grok("stream_chunk_timeout = 1")
         .tokens(&[T1])
+        .env("WORKERS", "1")
         .start()
         .await;
     let mut body = hello();
