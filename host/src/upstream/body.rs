@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use http_body::Body as _;
 use tokio::time::{Instant, Sleep};
 
 use crate::calllog::scan::SseScanner;
 use crate::calllog::{CallLog, CallRecord};
 use crate::tokens::TokenLease;
+
+use super::client::{BoxError, UpstreamBody};
 
 pub struct Timeouts {
     pub first_chunk_deadline: std::time::Instant,
@@ -21,10 +24,8 @@ pub struct Timeouts {
     pub total_deadline: Option<std::time::Instant>,
 }
 
-type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
 pub struct TimedBody {
-    inner: Upstream,
+    inner: UpstreamBody,
     sleep: Pin<Box<Sleep>>,
     chunk_timeout: Duration,
     total_deadline: Option<Instant>,
@@ -53,7 +54,7 @@ const COALESCE_MAX: usize = 64 * 1024;
 
 impl TimedBody {
     pub fn new(
-        resp: reqwest::Response,
+        body: UpstreamBody,
         t: Timeouts,
         sse: bool,
         record: CallRecord,
@@ -65,7 +66,7 @@ impl TimedBody {
         let first = Instant::from_std(t.first_chunk_deadline);
         let first = total_deadline.map_or(first, |d| d.min(first));
         TimedBody {
-            inner: Box::pin(resp.bytes_stream()),
+            inner: body,
             sleep: Box::pin(tokio::time::sleep_until(first)),
             chunk_timeout: t.chunk,
             total_deadline,
@@ -125,6 +126,21 @@ impl TimedBody {
     }
 }
 
+/// The next data chunk of the upstream body (trailers are skipped: nothing to pass on).
+fn poll_data(inner: &mut UpstreamBody, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+    loop {
+        return match Pin::new(&mut *inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => Poll::Ready(Some(Ok(data))),
+                Err(_) => continue,
+            },
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        };
+    }
+}
+
 impl Stream for TimedBody {
     type Item = Result<Bytes, std::io::Error>;
 
@@ -142,18 +158,18 @@ impl Stream for TimedBody {
             Some(Deferred::Error(msg)) => return this.fail("upstream_stream_error", &msg),
             None => {}
         }
-        match this.inner.as_mut().poll_next(cx) {
+        match poll_data(&mut this.inner, cx) {
             Poll::Ready(Some(Ok(first))) => {
                 let mut joined: Option<bytes::BytesMut> = None;
                 while joined.as_ref().map_or(first.len(), |b| b.len()) < COALESCE_MAX {
-                    match this.inner.as_mut().poll_next(cx) {
+                    match poll_data(&mut this.inner, cx) {
                         Poll::Ready(Some(Ok(more))) => joined
                             .get_or_insert_with(|| bytes::BytesMut::from(&first[..]))
                             .extend_from_slice(&more),
                         Poll::Ready(Some(Err(e))) => {
                             this.deferred = Some(Deferred::Error(format!(
                                 "upstream error mid-stream: {}",
-                                super::error_chain(&e)
+                                super::error_chain(&*e)
                             )));
                             break;
                         }
@@ -176,7 +192,7 @@ impl Stream for TimedBody {
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let msg = format!("upstream error mid-stream: {}", super::error_chain(&e));
+                let msg = format!("upstream error mid-stream: {}", super::error_chain(&*e));
                 this.fail("upstream_stream_error", &msg)
             }
             Poll::Ready(None) => {
