@@ -127,7 +127,10 @@ impl TimedBody {
 }
 
 /// The next data chunk of the upstream body (trailers are skipped: nothing to pass on).
-fn poll_data(inner: &mut UpstreamBody, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+fn poll_data(
+    inner: &mut UpstreamBody,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Bytes, BoxError>>> {
     loop {
         return match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {

@@ -20,10 +20,8 @@ use thiserror::Error;
 /// Boxed so the two clients' body errors are one type; allocated only when a body fails.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-type DirectClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<HttpConnector>,
-    Full<Bytes>,
->;
+type DirectClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The client of one egress. Cloning is cheap (shared pools).
 #[derive(Clone)]

@@ -199,7 +199,9 @@ fn parse_uri(s: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = s.parse().map_err(|e| format!("grok.base_url: {e}"))?;
     match (uri.scheme_str(), uri.authority()) {
         (Some("http" | "https"), Some(_)) => Ok(uri),
-        _ => Err(format!("grok.base_url: `{s}` is not an absolute http(s) URL")),
+        _ => Err(format!(
+            "grok.base_url: `{s}` is not an absolute http(s) URL"
+        )),
     }
 }
 
@@ -338,8 +340,7 @@ impl Forwarder {
                     .unwrap_or(Duration::from_secs(24 * 3600))
             };
             let sent_at = Instant::now();
-            let result =
-                tokio::time::timeout(header_wait, egress.client.send(upstream_req)).await;
+            let result = tokio::time::timeout(header_wait, egress.client.send(upstream_req)).await;
             record.upstream_wait += sent_at.elapsed();
             // Set when the attempt failed because of its proxy: retry another way, keep the token.
             let mut proxy_failed = false;
@@ -560,7 +561,12 @@ impl Forwarder {
 
         let limit = cfg.settings.global.max_upstream_body_bytes;
         // A declared length over the cap fails before anything is read.
-        if resp.body().size_hint().exact().is_some_and(|n| n > limit as u64) {
+        if resp
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n > limit as u64)
+        {
             drop(lease);
             return Err((ForwardError::AnswerTooLarge { limit }, record));
         }
