@@ -447,7 +447,7 @@ impl Forwarder {
         retry_codes: &[u16],
     ) -> Result<Response, AttemptError> {
         let (parts, body) = resp.into_parts();
-        let (status, headers) = (parts.status, parts.headers);
+        let (status, mut headers) = (parts.status, parts.headers);
         let code = status.as_u16();
         let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
             .await
@@ -507,11 +507,11 @@ impl Forwarder {
             }
             _ => {
                 lease.report(Outcome::Transient);
-                let mut out = Response::builder().status(status);
-                if let Some(h) = out.headers_mut() {
-                    copy_response_headers(&headers, h);
-                }
-                Ok(out.body(Body::from(body)).unwrap_or_default())
+                strip_response_headers(&mut headers);
+                let mut out = Response::new(Body::from(body));
+                *out.status_mut() = status;
+                *out.headers_mut() = headers;
+                Ok(out)
             }
         }
     }
@@ -526,11 +526,11 @@ impl Forwarder {
         cfg: &UpstreamConfig,
     ) -> Result<Response, (ForwardError, CallRecord)> {
         let grok = &cfg.settings.grok;
-        let status = resp.status();
-        let mut headers = HeaderMap::new();
-        copy_response_headers(resp.headers(), &mut headers);
-        let is_sse = resp
-            .headers()
+        let (parts, body) = resp.into_parts();
+        let (status, mut headers) = (parts.status, parts.headers);
+        // Kept and trimmed rather than copied: a copy was 2 % of a chat request's instructions.
+        strip_response_headers(&mut headers);
+        let is_sse = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
@@ -542,7 +542,7 @@ impl Forwarder {
             let first_deadline = record.started + grok.first_response_timeout();
             let total_deadline = grok.total_timeout().map(|t| record.started + t);
             let body = TimedBody::new(
-                resp.into_body(),
+                body,
                 body::Timeouts {
                     first_chunk_deadline: first_deadline,
                     chunk: grok.chunk_timeout(),
@@ -561,17 +561,12 @@ impl Forwarder {
 
         let limit = cfg.settings.global.max_upstream_body_bytes;
         // A declared length over the cap fails before anything is read.
-        if resp
-            .body()
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n > limit as u64)
-        {
+        if body.size_hint().exact().is_some_and(|n| n > limit as u64) {
             drop(lease);
             return Err((ForwardError::AnswerTooLarge { limit }, record));
         }
         let read = async {
-            let mut body = resp.into_body();
+            let mut body = body;
             let mut buf = bytes::BytesMut::new();
             loop {
                 match tokio::time::timeout(grok.chunk_timeout(), body.frame()).await {
@@ -671,25 +666,28 @@ impl Forwarder {
     }
 }
 
-/// Copies an upstream answer's headers, minus hop-by-hop ones and cookies meant for our credential.
-fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    for (name, value) in from {
-        let n = name.as_str();
-        if matches!(
-            n,
-            "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "te"
-                | "trailer"
-                | "upgrade"
-                | "proxy-authenticate"
-                | "proxy-connection"
-                | "set-cookie"
-        ) {
-            continue;
+/// Headers of an upstream answer the client must not get: hop-by-hop ones, and cookies meant for our credential.
+const DROPPED_RESPONSE_HEADERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-connection",
+    "set-cookie",
+];
+
+/// Removes [`DROPPED_RESPONSE_HEADERS`] from an upstream answer's headers. Looks before removing: most answers
+/// carry none of them, and a scan of the names is cheaper than nine removals.
+fn strip_response_headers(h: &mut HeaderMap) {
+    if h.keys()
+        .any(|n| DROPPED_RESPONSE_HEADERS.contains(&n.as_str()))
+    {
+        for name in DROPPED_RESPONSE_HEADERS {
+            h.remove(name);
         }
-        to.append(name.clone(), value.clone());
     }
 }
 
@@ -769,6 +767,27 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_cookies_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.append("content-type", HeaderValue::from_static("application/json"));
+        h.append(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("9"),
+        );
+        h.append("connection", HeaderValue::from_static("keep-alive"));
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        h.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        strip_response_headers(&mut h);
+        let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-ratelimit-remaining-requests"]);
+        let mut clean = HeaderMap::new();
+        clean.append("content-type", HeaderValue::from_static("text/plain"));
+        strip_response_headers(&mut clean);
+        assert_eq!(clean.len(), 1);
     }
 
     #[test]
