@@ -8,8 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
-use http_body::Body as _;
+use http_body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 
 use crate::calllog::scan::SseScanner;
@@ -144,11 +143,26 @@ fn poll_data(
     }
 }
 
-impl Stream for TimedBody {
-    type Item = Result<Bytes, std::io::Error>;
+/// A body rather than a `Stream` so the server polls it directly: no stream-to-body adapter per chunk.
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.poll_chunk(cx).map(|c| c.map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+impl TimedBody {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        let this = self;
         if this.done {
             return Poll::Ready(None);
         }

@@ -553,7 +553,7 @@ impl Forwarder {
                 self.calllog.clone(),
                 lease,
             );
-            let mut out = Response::new(Body::from_stream(body));
+            let mut out = Response::new(Body::new(body));
             *out.status_mut() = status;
             *out.headers_mut() = headers;
             return Ok(out);
