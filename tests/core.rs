@@ -653,3 +653,92 @@ async fn health_reports_version_and_mode() {
     assert_eq!(h["storage_mode"], "file");
     assert!(h["version"].is_string());
 }
+
+/// A chat (plain and streamed) whose every attempt fails to reach the upstream: the error the client gets.
+async fn unreachable_answers(gw: &Gateway) -> Vec<Value> {
+    let mut out = Vec::new();
+    for stream in [false, true] {
+        let mut body = hello();
+        body["stream"] = json!(stream);
+        let resp = gw.chat(body).send().await.unwrap();
+        assert_eq!(resp.status(), 502, "stream={stream}");
+        out.push(resp.json().await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn closed_upstream_port_answers_502_with_the_cause() {
+    let closed = free_port();
+    let gw = GatewayBuilder::new(&format!("http://127.0.0.1:{closed}/v1"))
+        .grok("max_retries = 1")
+        .tokens(&[T1, T2])
+        .start()
+        .await;
+    for b in unreachable_answers(&gw).await {
+        assert_eq!(b["error"]["code"], "upstream_unreachable", "{b}");
+        let msg = b["error"]["message"].as_str().unwrap().to_lowercase();
+        assert!(
+            msg.starts_with("upstream unreachable: ") && msg.contains("connection refused"),
+            "the cause is not readable: {msg}"
+        );
+    }
+}
+
+/// Direct https goes through TLS with verified certificates: a self-signed upstream is refused at the
+/// handshake with a certificate error, never accepted and never spoken to in plain HTTP.
+#[tokio::test]
+async fn https_upstream_verifies_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = (dir.path().join("k.pem"), dir.path().join("c.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (Debian package openssl)");
+    assert!(ok.success());
+    let port = free_port();
+    let mut server = Some(
+        std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+            .arg("-key")
+            .arg(&key)
+            .arg("-cert")
+            .arg(&cert)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gw = GatewayBuilder::new(&format!("https://127.0.0.1:{port}/v1"))
+        .grok("max_retries = 0")
+        .tokens(&[T1])
+        .start()
+        .await;
+    let answers = unreachable_answers(&gw).await;
+    kill(&mut server);
+    for b in answers {
+        assert_eq!(b["error"]["code"], "upstream_unreachable", "{b}");
+        let msg = b["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("invalid peer certificate"),
+            "not a TLS refusal: {msg}"
+        );
+    }
+}

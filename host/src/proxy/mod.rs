@@ -52,7 +52,7 @@ pub struct RequestInfo<'a> {
 pub struct Egress {
     /// Masked proxy URL; `None` means direct.
     pub proxy: Option<Arc<str>>,
-    pub client: reqwest::Client,
+    pub client: crate::upstream::UpstreamClient,
     pub entry: Option<Arc<ProxyEntry>>,
 }
 

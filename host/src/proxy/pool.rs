@@ -25,6 +25,7 @@ use super::{
 use crate::config::{DirectPolicy, GrokSettings};
 use crate::hooks::{Candidate, PoolParser, ProxySelector, ProxySource, SelectRequest, Selection};
 use crate::storage::{ProxyRecord, ProxyStateFile, Storage, StorageError};
+use crate::upstream::{DirectOptions, UpstreamClient};
 use crate::util::now_ms;
 
 mod shared;
@@ -471,7 +472,8 @@ pub struct ProxyPool {
     edit: Mutex<()>,
     pub(crate) bindings: Bindings,
     rr: AtomicUsize,
-    direct: reqwest::Client,
+    /// The direct egress: hyper's lean client (proxies keep reqwest, see `upstream/client.rs`).
+    direct: UpstreamClient,
     /// A plugin selector; `None` = the built-in rule, run directly on the entries.
     selector: ArcSwapOption<SelectorSlot>,
     pub(crate) parser: ArcSwapOption<ParserSlot>,
@@ -490,7 +492,10 @@ use super::source;
 impl ProxyPool {
     /// A pool with the configured static and list proxies. Call [`ProxyPool::load_state`] next.
     pub fn new(opts: PoolOptions, storage: Arc<dyn Storage>) -> Result<ProxyPool, ProxyError> {
-        let direct = build_client(None, opts.client)?;
+        let direct = UpstreamClient::direct(DirectOptions {
+            connect_timeout: opts.client.connect_timeout,
+        })
+        .map_err(|e| ProxyError::Client(e.to_string()))?;
         let pool = ProxyPool {
             snap: ArcSwap::from_pointee(Snapshot::new(Vec::new())),
             edit: Mutex::new(()),
@@ -682,7 +687,7 @@ impl ProxyPool {
         match p {
             Pick::Proxy(e) => Egress {
                 proxy: Some(e.masked.clone()),
-                client: e.client.clone(),
+                client: UpstreamClient::Proxied(e.client.clone()),
                 entry: Some(e),
             },
             Pick::Direct => Egress {

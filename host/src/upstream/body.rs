@@ -8,12 +8,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use http_body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 
 use crate::calllog::scan::SseScanner;
 use crate::calllog::{CallLog, CallRecord};
 use crate::tokens::TokenLease;
+
+use super::client::{BoxError, UpstreamBody};
 
 pub struct Timeouts {
     pub first_chunk_deadline: std::time::Instant,
@@ -21,10 +23,8 @@ pub struct Timeouts {
     pub total_deadline: Option<std::time::Instant>,
 }
 
-type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
 pub struct TimedBody {
-    inner: Upstream,
+    inner: UpstreamBody,
     sleep: Pin<Box<Sleep>>,
     chunk_timeout: Duration,
     total_deadline: Option<Instant>,
@@ -66,7 +66,7 @@ const HANDOVER_TURNS: u8 = 2;
 
 impl TimedBody {
     pub fn new(
-        resp: reqwest::Response,
+        body: UpstreamBody,
         t: Timeouts,
         sse: bool,
         record: CallRecord,
@@ -78,7 +78,7 @@ impl TimedBody {
         let first = Instant::from_std(t.first_chunk_deadline);
         let first = total_deadline.map_or(first, |d| d.min(first));
         TimedBody {
-            inner: Box::pin(resp.bytes_stream()),
+            inner: body,
             sleep: Box::pin(tokio::time::sleep_until(first)),
             chunk_timeout: t.chunk,
             total_deadline,
@@ -140,11 +140,44 @@ impl TimedBody {
     }
 }
 
-impl Stream for TimedBody {
-    type Item = Result<Bytes, std::io::Error>;
+/// The next data chunk of the upstream body (trailers are skipped: nothing to pass on).
+fn poll_data(
+    inner: &mut UpstreamBody,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Bytes, BoxError>>> {
+    loop {
+        return match Pin::new(&mut *inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => Poll::Ready(Some(Ok(data))),
+                Err(_) => continue,
+            },
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        };
+    }
+}
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+/// A body rather than a `Stream` so the server polls it directly: no stream-to-body adapter per chunk.
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.poll_chunk(cx).map(|c| c.map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+impl TimedBody {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        let this = self;
         if this.done {
             return Poll::Ready(None);
         }
@@ -158,7 +191,7 @@ impl Stream for TimedBody {
             None => {}
         }
         loop {
-            match this.inner.as_mut().poll_next(cx) {
+            match poll_data(&mut this.inner, cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     this.yielded = 0;
                     let held = this.held.get_or_insert_with(bytes::BytesMut::new);
@@ -168,7 +201,7 @@ impl Stream for TimedBody {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    let msg = format!("upstream error mid-stream: {}", super::error_chain(&e));
+                    let msg = format!("upstream error mid-stream: {}", super::error_chain(&*e));
                     if this.held.is_none() {
                         return this.fail("upstream_stream_error", &msg);
                     }
@@ -211,9 +244,7 @@ impl Stream for TimedBody {
             }
         }
     }
-}
 
-impl TimedBody {
     /// Passes on the held chunks as one frame and restarts the between-chunk timer.
     fn pass_on(&mut self) -> Poll<Option<Result<Bytes, std::io::Error>>> {
         let chunk = self.held.take().unwrap_or_default().freeze();

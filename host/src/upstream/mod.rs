@@ -2,6 +2,7 @@
 //! sent to the client, and pass the answer back (streams chunk by chunk, under three timeouts).
 
 mod body;
+mod client;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use thiserror::Error;
 
 use crate::calllog::{CallLog, CallRecord};
@@ -19,6 +22,7 @@ use crate::proxy::{ProxyEntry, ProxyPool, RequestInfo};
 use crate::tokens::{Outcome, TokenPool};
 
 pub use body::TimedBody;
+pub use client::{DirectOptions, SendError, UpstreamBody, UpstreamClient};
 
 #[derive(Debug, Error)]
 pub enum ForwardError {
@@ -122,8 +126,8 @@ pub struct UpstreamConfig {
     pub settings: Arc<Settings>,
     pub auth: AuthHeader,
     pub base_url: String,
-    /// URLs of the routes every request uses, parsed once (parsing per request shows in profiles).
-    common: Vec<(&'static str, reqwest::Url)>,
+    /// URIs of the routes every request uses, parsed once (parsing per request shows in profiles).
+    common: Vec<(&'static str, http::Uri)>,
 }
 
 const COMMON_PATHS: &[&str] = &["/chat/completions", "/images/generations", "/models"];
@@ -135,7 +139,7 @@ impl UpstreamConfig {
         let common = COMMON_PATHS
             .iter()
             .map(|p| {
-                reqwest::Url::parse(&format!("{base_url}{p}"))
+                parse_uri(&format!("{base_url}{p}"))
                     .map(|u| (*p, u))
                     .map_err(|e| format!("grok.base_url: {e}"))
             })
@@ -148,13 +152,56 @@ impl UpstreamConfig {
         })
     }
 
-    pub fn url(&self, path: &str) -> Result<reqwest::Url, String> {
+    pub fn uri(&self, path: &str) -> Result<http::Uri, String> {
         match self.common.iter().find(|(p, _)| *p == path) {
             Some((_, u)) => Ok(u.clone()),
-            None => {
-                reqwest::Url::parse(&format!("{}{path}", self.base_url)).map_err(|e| e.to_string())
-            }
+            None => parse_uri(&format!("{}{path}", self.base_url)),
         }
+    }
+
+    /// An upstream request with the credential and our fixed headers; `accept` defaults to `*/*` (what reqwest
+    /// sent).
+    fn request(
+        &self,
+        method: Method,
+        uri: http::Uri,
+        auth: HeaderValue,
+        accept: Option<&HeaderValue>,
+        body: Option<&Bytes>,
+    ) -> http::Request<Bytes> {
+        let mut r = http::Request::new(body.cloned().unwrap_or_default());
+        *r.method_mut() = method;
+        *r.uri_mut() = uri;
+        let h = r.headers_mut();
+        h.append(self.auth.name.clone(), auth);
+        h.append(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("grok2api/", env!("CARGO_PKG_VERSION"))),
+        );
+        h.append(
+            http::header::ACCEPT,
+            accept
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("*/*")),
+        );
+        if body.is_some() {
+            h.append(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        r
+    }
+}
+
+/// An absolute http(s) URI, as the direct client needs it.
+fn parse_uri(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("grok.base_url: {e}"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err(format!(
+            "grok.base_url: `{s}` is not an absolute http(s) URL"
+        )),
     }
 }
 
@@ -224,7 +271,7 @@ impl Forwarder {
         let cfg = self.config.load_full();
         let grok = &cfg.settings.grok;
         let is_super = grok.is_super_model(&req.model);
-        let url = match cfg.url(&req.path) {
+        let uri = match cfg.uri(&req.path) {
             Ok(u) => u,
             Err(e) => {
                 let err = ForwardError::Connect(format!("cannot build the upstream URL: {e}"));
@@ -276,24 +323,13 @@ impl Forwarder {
                     continue;
                 }
             };
-            // Filled in place (appending, as the builder did): a builder chain moves its large self per call.
-            let mut upstream_req = reqwest::Request::new(req.method.clone(), url.clone());
-            let h = upstream_req.headers_mut();
-            h.append(cfg.auth.name.clone(), auth);
-            h.append(
-                http::header::USER_AGENT,
-                HeaderValue::from_static(concat!("grok2api/", env!("CARGO_PKG_VERSION"))),
+            let upstream_req = cfg.request(
+                req.method.clone(),
+                uri.clone(),
+                auth,
+                req.accept.as_ref(),
+                req.body.as_ref(),
             );
-            if let Some(accept) = &req.accept {
-                h.append(http::header::ACCEPT, accept.clone());
-            }
-            if let Some(body) = &req.body {
-                h.append(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                *upstream_req.body_mut() = Some(body.clone().into());
-            }
 
             // Headers must arrive within the first-response timeout for streams; a non-streamed answer only
             // comes when it is complete, so it gets the total timeout.
@@ -304,8 +340,7 @@ impl Forwarder {
                     .unwrap_or(Duration::from_secs(24 * 3600))
             };
             let sent_at = Instant::now();
-            let result =
-                tokio::time::timeout(header_wait, egress.client.execute(upstream_req)).await;
+            let result = tokio::time::timeout(header_wait, egress.client.send(upstream_req)).await;
             record.upstream_wait += sent_at.elapsed();
             // Set when the attempt failed because of its proxy: retry another way, keep the token.
             let mut proxy_failed = false;
@@ -407,17 +442,18 @@ impl Forwarder {
     /// Turns a non-2xx upstream answer into token health and a decision.
     async fn classify_failure(
         &self,
-        resp: reqwest::Response,
+        resp: http::Response<UpstreamBody>,
         lease: &crate::tokens::TokenLease,
         retry_codes: &[u16],
     ) -> Result<Response, AttemptError> {
-        let status = resp.status();
+        let (parts, body) = resp.into_parts();
+        let (status, mut headers) = (parts.status, parts.headers);
         let code = status.as_u16();
-        let headers = resp.headers().clone();
-        let body = tokio::time::timeout(Duration::from_secs(10), resp.bytes())
+        let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
             .await
             .ok()
             .and_then(Result::ok)
+            .map(|b| b.to_bytes())
             .unwrap_or_default();
         let message = upstream_message(&body);
         match code {
@@ -471,11 +507,11 @@ impl Forwarder {
             }
             _ => {
                 lease.report(Outcome::Transient);
-                let mut out = Response::builder().status(status);
-                if let Some(h) = out.headers_mut() {
-                    copy_response_headers(&headers, h);
-                }
-                Ok(out.body(Body::from(body)).unwrap_or_default())
+                strip_response_headers(&mut headers);
+                let mut out = Response::new(Body::from(body));
+                *out.status_mut() = status;
+                *out.headers_mut() = headers;
+                Ok(out)
             }
         }
     }
@@ -483,18 +519,18 @@ impl Forwarder {
     /// Builds the client's answer from a 2xx upstream response.
     async fn answer(
         &self,
-        resp: reqwest::Response,
+        resp: http::Response<UpstreamBody>,
         stream: bool,
         mut record: CallRecord,
         lease: crate::tokens::TokenLease,
         cfg: &UpstreamConfig,
     ) -> Result<Response, (ForwardError, CallRecord)> {
         let grok = &cfg.settings.grok;
-        let status = resp.status();
-        let mut headers = HeaderMap::new();
-        copy_response_headers(resp.headers(), &mut headers);
-        let is_sse = resp
-            .headers()
+        let (parts, body) = resp.into_parts();
+        let (status, mut headers) = (parts.status, parts.headers);
+        // Kept and trimmed rather than copied: a copy was 2 % of a chat request's instructions.
+        strip_response_headers(&mut headers);
+        let is_sse = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
@@ -506,7 +542,7 @@ impl Forwarder {
             let first_deadline = record.started + grok.first_response_timeout();
             let total_deadline = grok.total_timeout().map(|t| record.started + t);
             let body = TimedBody::new(
-                resp,
+                body,
                 body::Timeouts {
                     first_chunk_deadline: first_deadline,
                     chunk: grok.chunk_timeout(),
@@ -517,7 +553,7 @@ impl Forwarder {
                 self.calllog.clone(),
                 lease,
             );
-            let mut out = Response::new(Body::from_stream(body));
+            let mut out = Response::new(Body::new(body));
             *out.status_mut() = status;
             *out.headers_mut() = headers;
             return Ok(out);
@@ -525,19 +561,23 @@ impl Forwarder {
 
         let limit = cfg.settings.global.max_upstream_body_bytes;
         // A declared length over the cap fails before anything is read.
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
+        if body.size_hint().exact().is_some_and(|n| n > limit as u64) {
             drop(lease);
             return Err((ForwardError::AnswerTooLarge { limit }, record));
         }
         let read = async {
-            let mut resp = resp;
+            let mut body = body;
             let mut buf = bytes::BytesMut::new();
             loop {
-                match tokio::time::timeout(grok.chunk_timeout(), resp.chunk()).await {
+                match tokio::time::timeout(grok.chunk_timeout(), body.frame()).await {
                     Err(_) => return Err(ForwardError::Timeout("between chunks of the answer")),
-                    Ok(Err(e)) => return Err(ForwardError::Connect(error_chain(&e))),
-                    Ok(Ok(None)) => return Ok(buf.freeze()),
-                    Ok(Ok(Some(chunk))) => {
+                    Ok(Some(Err(e))) => return Err(ForwardError::Connect(error_chain(&*e))),
+                    Ok(None) => return Ok(buf.freeze()),
+                    Ok(Some(Ok(frame))) => {
+                        // Trailers carry nothing for the client.
+                        let Ok(chunk) = frame.into_data() else {
+                            continue;
+                        };
                         if buf.len() + chunk.len() > limit {
                             return Err(ForwardError::AnswerTooLarge { limit });
                         }
@@ -594,11 +634,10 @@ impl Forwarder {
             .auth
             .value(token.secret().expose())
             .map_err(|_| "credential has characters invalid in a header".to_string())?;
+        let uri = cfg.uri("/models")?;
         let send = egress
             .client
-            .get(format!("{}/models", cfg.base_url))
-            .header(cfg.auth.name.clone(), auth)
-            .send();
+            .send(cfg.request(Method::GET, uri, auth, None, None));
         let resp = tokio::time::timeout(Duration::from_secs(15), send)
             .await
             .map_err(|_| "timed out".to_string())?
@@ -627,25 +666,28 @@ impl Forwarder {
     }
 }
 
-/// Copies an upstream answer's headers, minus hop-by-hop ones and cookies meant for our credential.
-fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    for (name, value) in from {
-        let n = name.as_str();
-        if matches!(
-            n,
-            "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "te"
-                | "trailer"
-                | "upgrade"
-                | "proxy-authenticate"
-                | "proxy-connection"
-                | "set-cookie"
-        ) {
-            continue;
+/// Headers of an upstream answer the client must not get: hop-by-hop ones, and cookies meant for our credential.
+const DROPPED_RESPONSE_HEADERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-connection",
+    "set-cookie",
+];
+
+/// Removes [`DROPPED_RESPONSE_HEADERS`] from an upstream answer's headers. Looks before removing: most answers
+/// carry none of them, and a scan of the names is cheaper than nine removals.
+fn strip_response_headers(h: &mut HeaderMap) {
+    if h.keys()
+        .any(|n| DROPPED_RESPONSE_HEADERS.contains(&n.as_str()))
+    {
+        for name in DROPPED_RESPONSE_HEADERS {
+            h.remove(name);
         }
-        to.append(name.clone(), value.clone());
     }
 }
 
@@ -725,6 +767,27 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_cookies_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.append("content-type", HeaderValue::from_static("application/json"));
+        h.append(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("9"),
+        );
+        h.append("connection", HeaderValue::from_static("keep-alive"));
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        h.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        strip_response_headers(&mut h);
+        let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-ratelimit-remaining-requests"]);
+        let mut clean = HeaderMap::new();
+        clean.append("content-type", HeaderValue::from_static("text/plain"));
+        strip_response_headers(&mut clean);
+        assert_eq!(clean.len(), 1);
     }
 
     #[test]

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Wall-clock A/B of two gateway binaries side by side against one mock (bare forwarding, call log off).
+#   bench/ab.sh OLD_BINARY NEW_BINARY
+# Both gateways (WORKERS=1) and the mock run on core 1, wrk on core 0, as in bench/run.sh; each round drives
+# A then B then B then A (so drift hits both alike) at each of CONCS for DURATION, for KINDS (chat, stream).
+# Prints req/s per run and the median per binary. Env: CONCS (64), DURATION (3s), ROUNDS (3), KINDS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=$(realpath "$1")
+B=$(realpath "$2")
+CONCS=${CONCS:-64}
+DURATION=${DURATION:-3s}
+ROUNDS=${ROUNDS:-3}
+KINDS=${KINDS:-chat stream}
+cargo build --release -q -p mock-upstream
+W=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+export API_KEY=bench-client-key
+
+MP=$(free_port)
+taskset -c 1 target/release/mock-upstream --host 127.0.0.1 --port "$MP" >/dev/null 2>&1 &
+PIDS+=($!)
+declare -A PORT
+for side in A B; do
+  PORT[$side]=$(free_port)
+  mkdir -p "$W/$side"
+  printf '[global]\nhost = "127.0.0.1"\nadmin_password = "pw"\nlog_max_count = 0\n[grok]\nbase_url = "http://127.0.0.1:%s/v1"\n' \
+    "$MP" >"$W/$side/setting.toml"
+  bin=$A; [ "$side" = B ] && bin=$B
+  DATA_DIR="$W/$side" PORT="${PORT[$side]}" LOG_LEVEL=warning WORKERS=1 taskset -c 1 "$bin" >"$W/$side.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:${PORT[$side]}/health" && break; sleep 0.1; done
+  python3 bench/measure.py provision --url "http://127.0.0.1:${PORT[$side]}" --password pw --tokens 10 >/dev/null
+done
+python3 - "$W" <<'PY'
+import json, sys
+msg = "Summarise the following text in one line: " + "lorem ipsum dolor sit amet " * 8
+base = {"model": "grok-4-fast", "messages": [{"role": "user", "content": msg}], "mock": {"size": 1024}}
+open(f"{sys.argv[1]}/chat.json", "w").write(json.dumps(base))
+open(f"{sys.argv[1]}/stream.json", "w").write(json.dumps(dict(base, stream=True, mock={"chunks": 20})))
+PY
+load() { # side kind conc duration -> req/s
+  BODY_FILE="$W/$2.json" taskset -c 0 wrk -t1 -c"$3" -d"$4" -s bench/post.lua \
+    "http://127.0.0.1:${PORT[$1]}/v1/chat/completions" | grep '^RESULT' | sed 's/^RESULT //' |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["rps"]))
+if r["errors"]: print(r["errors"], "errors", file=sys.stderr)'
+}
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+for kind in $KINDS; do
+  for c in $CONCS; do
+    load A "$kind" "$c" 1s >/dev/null; load B "$kind" "$c" 1s >/dev/null # warm pools
+    ra=""; rb=""
+    for _ in $(seq 1 "$ROUNDS"); do
+      for side in A B B A; do
+        v=$(load "$side" "$kind" "$c" "$DURATION")
+        if [ "$side" = A ]; then ra="$ra $v"; else rb="$rb $v"; fi
+      done
+    done
+    printf '%-6s c=%-3s A (%s):%s  median %s\n' "$kind" "$c" "$(basename "$A")" "$ra" "$(echo "$ra" | median)"
+    printf '%-6s c=%-3s B (%s):%s  median %s\n' "$kind" "$c" "$(basename "$B")" "$rb" "$(echo "$rb" | median)"
+  done
+done
