@@ -5,7 +5,7 @@
 # perf:      cpu-clock samples (kernel included) of the gateway under wrk at concurrency 16; needs linux-perf.
 # syscalls:  strace -c of the gateway under load, with the request count to divide by.
 # Env: LOGMAX (call log entries, default 0 = off), PROXY=1 (egress through a local tinyproxy),
-# SECS (measured seconds, default 10), TOKENS (pool size, default 10), KEEP (dir for the raw profile).
+# SECS (measured seconds, default 10), CONC (syscalls: connections, default 16), TOKENS (pool size, default 10), KEEP (dir for the raw profile).
 # Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,7 +80,7 @@ case "$TOOL" in
     timeout -s INT "$((SECS + 2))" strace -c -f -p "$GW" -o "$W/strace.txt" &
     ST=$!
     sleep 0.5
-    n=$(load 16 "${SECS}s")
+    n=$(load "${CONC:-16}" "${SECS}s")
     wait "$ST" || true
     echo "$KIND: $n requests; syscalls (divide calls by the requests):"
     head -15 "$W/strace.txt"
