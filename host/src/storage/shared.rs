@@ -151,6 +151,20 @@ pub trait SharedState: Send + Sync + 'static {
 
 // ----- whole-store reads and writes on top of `SharedState` (import/export, first start) ----------------
 
+/// The whole shared call log, oldest first (export, and the file-compatible `load_call_logs`).
+pub async fn load_log(s: &dyn SharedState) -> Result<Vec<CallLogEntry>, StorageError> {
+    let mut out = Vec::new();
+    let mut cursor = LogCursor::default();
+    loop {
+        let tail = s.tail_log(&cursor, 5000, true).await?;
+        out.extend(tail.entries);
+        cursor = tail.cursor;
+        if !tail.more {
+            return Ok(out);
+        }
+    }
+}
+
 /// The token pool from its rows.
 pub async fn load_token_file(s: &dyn SharedState) -> Result<TokenFile, StorageError> {
     let mut f = TokenFile::default();
