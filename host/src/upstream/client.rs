@@ -1,33 +1,30 @@
-//! The HTTP client an upstream call goes out on: a lean pooled hyper client for direct egress, reqwest for
-//! egress through a forward proxy (HTTP CONNECT/absolute-form, SOCKS5), behind one `send`.
+//! The HTTP client an upstream call goes out on: our own pool on hyper's connection API for direct egress
+//! (`direct.rs`), reqwest for egress through a forward proxy (HTTP CONNECT/absolute-form, SOCKS5), behind one
+//! `send`.
 //!
 //! Direct is the common case and the hot path: reqwest 0.12 formats every request URI and parses it back into
 //! a `Url` twice (redirect policy, response URL), about an eighth of the gateway's instructions per request.
-//! The hyper client takes a prebuilt `http::Uri` as is. Proxies keep reqwest, which knows how to speak to them.
+//! The direct pool takes a prebuilt `http::Uri` as is. Proxies keep reqwest, which knows how to speak to them.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thiserror::Error;
+
+use super::direct::{DirectClient, DirectError, PooledBody};
 
 /// Boxed so the two clients' body errors are one type; allocated only when a body fails.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-type DirectClient =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// The client of one egress. Cloning is cheap (shared pools).
 #[derive(Clone)]
 pub enum UpstreamClient {
-    /// No proxy: hyper's pooled client (HTTP/1.1 keep-alive; HTTP/2 when an https upstream offers it).
-    Direct(Arc<DirectClient>),
+    /// No proxy: our pool (HTTP/1.1 keep-alive; HTTP/2 when an https upstream offers it).
+    Direct(DirectClient),
     /// Through a forward proxy.
     Proxied(reqwest::Client),
 }
@@ -45,7 +42,7 @@ impl std::fmt::Debug for UpstreamClient {
 #[derive(Debug, Error)]
 pub enum SendError {
     #[error(transparent)]
-    Direct(#[from] hyper_util::client::legacy::Error),
+    Direct(#[from] DirectError),
     #[error(transparent)]
     Proxied(#[from] reqwest::Error),
 }
@@ -95,13 +92,11 @@ impl UpstreamClient {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(https);
-        Ok(UpstreamClient::Direct(Arc::new(client)))
+        Ok(UpstreamClient::Direct(DirectClient::new(
+            https,
+            Duration::from_secs(90),
+            1024,
+        )))
     }
 
     /// Sends `req` (absolute URI) and returns the answer once its headers arrived.
@@ -111,7 +106,7 @@ impl UpstreamClient {
     ) -> Result<http::Response<UpstreamBody>, SendError> {
         match self {
             UpstreamClient::Direct(c) => {
-                let resp = c.request(req.map(Full::new)).await?;
+                let resp = c.send(req).await?;
                 Ok(resp.map(UpstreamBody::Direct))
             }
             UpstreamClient::Proxied(c) => {
@@ -125,7 +120,7 @@ impl UpstreamClient {
 
 /// An answer's body from either client.
 pub enum UpstreamBody {
-    Direct(hyper::body::Incoming),
+    Direct(PooledBody),
     Proxied(reqwest::Body),
 }
 

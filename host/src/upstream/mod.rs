@@ -3,6 +3,7 @@
 
 mod body;
 mod client;
+mod direct;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,674 @@
+//! The direct egress: a connection pool on hyper's connection API (`hyper::client::conn`).
+//!
+//! hyper-util's general-purpose client did the same job for a fifth of a request's instructions: it hashes the
+//! (scheme, authority) key byte by byte with SipHash at every checkout and return, wraps each connection in
+//! several layers of futures, and spawns a task per request to put the connection back. A gateway talks to one
+//! or two upstream origins, so this pool keeps them in a short list compared by string, and the answer's body
+//! puts its HTTP/1 connection back itself when it ends.
+//!
+//! What it keeps from that client: HTTP/1.1 keep-alive; HTTP/2 when an https upstream offers it through ALPN
+//! (one multiplexed connection per origin); `Host` from the URI and the request line in origin form on
+//! HTTP/1; idle connections closed after a timeout; a request whose pooled connection turned out closed
+//! before anything was written is sent again on a new connection.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use thiserror::Error;
+use tower_service::Service;
+
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Why a direct request got no answer. Causes (the io error, hyper's) are in `source`.
+#[derive(Debug, Error)]
+pub enum DirectError {
+    #[error("the request URI has no scheme or authority")]
+    NotAbsolute,
+    #[error("connect error")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("handshake error")]
+    Handshake(#[source] hyper::Error),
+    #[error("request error")]
+    Send(#[source] hyper::Error),
+}
+
+/// The pool of one egress (clones share it).
+#[derive(Clone)]
+pub struct DirectClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: Connector,
+    origins: Mutex<Vec<Origin>>,
+    idle_timeout: Duration,
+    max_idle_per_origin: usize,
+}
+
+/// The connections to one scheme + authority.
+struct Origin {
+    https: bool,
+    authority: Authority,
+    /// An HTTP/1 request's `Host`: the authority as the URI has it.
+    host: HeaderValue,
+    /// Most recently used last: a checkout takes the warmest connection.
+    idle: Vec<Idle>,
+    h2: Option<http2::SendRequest<Full<Bytes>>>,
+}
+
+struct Idle {
+    conn: http1::SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+enum Conn {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl DirectClient {
+    pub fn new(connector: Connector, idle_timeout: Duration, max_idle_per_origin: usize) -> Self {
+        let inner = Arc::new(Inner {
+            connector,
+            origins: Mutex::new(Vec::new()),
+            idle_timeout,
+            max_idle_per_origin,
+        });
+        // A checkout drops the expired connections it meets; this closes those of an origin that gets no
+        // more traffic. It holds the pool weakly, so it ends with it.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(reap(Arc::downgrade(&inner)));
+        }
+        DirectClient { inner }
+    }
+
+    /// Sends `req` (absolute URI) and returns the answer once its headers arrived.
+    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<PooledBody>, DirectError> {
+        let (https, authority) = match (req.uri().scheme(), req.uri().authority()) {
+            (Some(s), Some(a)) => (*s == Scheme::HTTPS, a.clone()),
+            _ => return Err(DirectError::NotAbsolute),
+        };
+        let mut req = req.map(Full::new);
+        // Set once a pooled connection failed as one the upstream had closed: the pool's other idle
+        // connections may be as stale (an upstream restart closes them all), so the next try connects anew.
+        let mut fresh_only = false;
+        loop {
+            let (pooled, host) = self.inner.checkout(https, &authority, !fresh_only);
+            let reused = pooled.is_some();
+            let conn = match pooled {
+                Some(c) => c,
+                // Boxed: the connect future is kilobytes, and inline it would make every request's future
+                // (moved several times by axum and tower) that large.
+                None => Box::pin(self.connect(https, &authority)).await?,
+            };
+            let (sent, again) = match conn {
+                Conn::H2(mut c) => {
+                    // Closed since it was pooled: nothing was sent, try another way.
+                    if let Err(e) = c.ready().await {
+                        self.inner.drop_closed_h2(https, &authority);
+                        if reused {
+                            continue;
+                        }
+                        return Err(DirectError::Send(e));
+                    }
+                    absolute_form(&mut req, https, &authority);
+                    let sent = c
+                        .try_send_request(req)
+                        .await
+                        .map(|r| r.map(|inner| PooledBody { inner, back: None }));
+                    (sent, None)
+                }
+                Conn::H1(mut c) => {
+                    if let Err(e) = c.ready().await {
+                        if reused {
+                            continue;
+                        }
+                        return Err(DirectError::Send(e));
+                    }
+                    origin_form(&mut req, host);
+                    let again = (reused && !fresh_only).then(|| copy(&req));
+                    match c.try_send_request(req).await {
+                        Ok(resp) => {
+                            let back = Return {
+                                pool: Arc::downgrade(&self.inner),
+                                https,
+                                authority,
+                                conn: c,
+                            };
+                            let mut resp = resp.map(|inner| PooledBody {
+                                inner,
+                                back: Some(back),
+                            });
+                            if resp.body().inner.is_end_stream() {
+                                resp.body_mut().give_back();
+                            }
+                            return Ok(resp);
+                        }
+                        Err(e) => (Err(e), again),
+                    }
+                }
+            };
+            let Err(mut e) = sent else {
+                return sent.map_err(|e| DirectError::Send(e.into_error()));
+            };
+            match (e.take_message(), again) {
+                // A pooled connection found closed before the request was written: send it on another.
+                (Some(r), _) if reused => req = r,
+                // The request was written, and the upstream closed the pooled connection without a byte of
+                // answer: it had closed an idle connection as we took it. The request went nowhere, so it
+                // goes out once more on a new connection (Go's net/http does the same on a reused
+                // connection). Any other failure is the answer.
+                (None, Some(r)) if e.error().is_incomplete_message() => {
+                    req = r;
+                    fresh_only = true;
+                }
+                _ => return Err(DirectError::Send(e.into_error())),
+            }
+        }
+    }
+
+    async fn connect(&self, https: bool, authority: &Authority) -> Result<Conn, DirectError> {
+        let uri = Uri::builder()
+            .scheme(if https { Scheme::HTTPS } else { Scheme::HTTP })
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| DirectError::NotAbsolute)?;
+        let mut connector = self.inner.connector.clone();
+        poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(DirectError::Connect)?;
+        let io = connector.call(uri).await.map_err(DirectError::Connect)?;
+        if io.connected().is_negotiated_h2() {
+            let (send, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(DirectError::Handshake)?;
+            // The connection's end shows in its senders (`is_closed`); nothing else waits for it.
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.inner.set_h2(https, authority, send.clone());
+            Ok(Conn::H2(send))
+        } else {
+            let (send, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(DirectError::Handshake)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Conn::H1(send))
+        }
+    }
+
+    /// Idle HTTP/1 connections and open HTTP/2 connections, over all origins (tests, diagnostics).
+    pub fn pooled(&self) -> usize {
+        let origins = self.inner.origins.lock().unwrap_or_else(|e| e.into_inner());
+        origins
+            .iter()
+            .map(|o| o.idle.len() + usize::from(o.h2.is_some()))
+            .sum()
+    }
+}
+
+impl Inner {
+    fn origins(&self) -> std::sync::MutexGuard<'_, Vec<Origin>> {
+        // Nothing under this lock can panic half-way through a change; a poisoned lock still holds a list.
+        self.origins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A usable pooled connection, if any, and the origin's `Host` value.
+    fn checkout(
+        &self,
+        https: bool,
+        authority: &Authority,
+        take: bool,
+    ) -> (Option<Conn>, HeaderValue) {
+        let mut origins = self.origins();
+        let o = match find(&mut origins, https, authority) {
+            Some(i) => &mut origins[i],
+            None => {
+                let host = HeaderValue::from_str(authority.as_str())
+                    .expect("an authority is a valid header value");
+                origins.push(Origin {
+                    https,
+                    authority: authority.clone(),
+                    host: host.clone(),
+                    idle: Vec::new(),
+                    h2: None,
+                });
+                return (None, host);
+            }
+        };
+        if !take {
+            return (None, o.host.clone());
+        }
+        if let Some(h2) = &o.h2 {
+            if !h2.is_closed() {
+                return (Some(Conn::H2(h2.clone())), o.host.clone());
+            }
+            o.h2 = None;
+        }
+        while let Some(idle) = o.idle.pop() {
+            if !idle.conn.is_closed() && idle.since.elapsed() < self.idle_timeout {
+                return (Some(Conn::H1(idle.conn)), o.host.clone());
+            }
+        }
+        (None, o.host.clone())
+    }
+
+    fn give_back(&self, https: bool, authority: &Authority, conn: http1::SendRequest<Full<Bytes>>) {
+        if conn.is_closed() {
+            return;
+        }
+        let mut origins = self.origins();
+        if let Some(i) = find(&mut origins, https, authority) {
+            let o = &mut origins[i];
+            if o.idle.len() < self.max_idle_per_origin {
+                o.idle.push(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    fn set_h2(&self, https: bool, authority: &Authority, send: http2::SendRequest<Full<Bytes>>) {
+        let mut origins = self.origins();
+        if let Some(i) = find(&mut origins, https, authority) {
+            origins[i].h2 = Some(send);
+        }
+    }
+
+    fn drop_closed_h2(&self, https: bool, authority: &Authority) {
+        let mut origins = self.origins();
+        if let Some(i) = find(&mut origins, https, authority) {
+            // Only a closed one: another request may have connected a new one meanwhile.
+            if origins[i].h2.as_ref().is_some_and(|h| h.is_closed()) {
+                origins[i].h2 = None;
+            }
+        }
+    }
+
+    fn reap(&self) {
+        let mut origins = self.origins();
+        for o in origins.iter_mut() {
+            o.idle
+                .retain(|i| !i.conn.is_closed() && i.since.elapsed() < self.idle_timeout);
+            if o.h2.as_ref().is_some_and(|h| h.is_closed()) {
+                o.h2 = None;
+            }
+        }
+    }
+}
+
+fn find(origins: &mut [Origin], https: bool, authority: &Authority) -> Option<usize> {
+    origins
+        .iter()
+        .position(|o| o.https == https && o.authority.as_str() == authority.as_str())
+}
+
+async fn reap(pool: Weak<Inner>) {
+    let every = match pool.upgrade() {
+        Some(p) => (p.idle_timeout / 3).max(Duration::from_secs(1)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match pool.upgrade() {
+            Some(p) => p.reap(),
+            None => return,
+        }
+    }
+}
+
+/// A request to send again (a `Full` body is a cheap `Bytes` handle).
+fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut r = Request::new(req.body().clone());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
+}
+
+/// HTTP/1 wants the request line in origin form (`/path?query`) and the authority in `Host`.
+fn origin_form(req: &mut Request<Full<Bytes>>, host: HeaderValue) {
+    if req.uri().scheme().is_some() {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+    }
+    req.headers_mut().entry(http::header::HOST).or_insert(host);
+}
+
+/// HTTP/2 takes scheme and authority from the URI. Only a request first tried on HTTP/1 lacks them.
+fn absolute_form(req: &mut Request<Full<Bytes>>, https: bool, authority: &Authority) {
+    if req.uri().scheme().is_none() {
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(if https { Scheme::HTTPS } else { Scheme::HTTP });
+        parts.authority = Some(authority.clone());
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        req.headers_mut().remove(http::header::HOST);
+    }
+}
+
+/// Where an HTTP/1 connection goes back to once its answer is read to the end.
+struct Return {
+    pool: Weak<Inner>,
+    https: bool,
+    authority: Authority,
+    conn: http1::SendRequest<Full<Bytes>>,
+}
+
+/// An answer's body. Read to its end, it puts its HTTP/1 connection back into the pool; dropped before, or
+/// failed, the connection closes with it (hyper cannot reuse a connection with half an answer on it).
+pub struct PooledBody {
+    inner: Incoming,
+    back: Option<Return>,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("pooled", &self.back.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PooledBody {
+    fn give_back(&mut self) {
+        if let Some(r) = self.back.take() {
+            if let Some(pool) = r.pool.upgrade() {
+                pool.give_back(r.https, &r.authority, r.conn);
+            }
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A bare HTTP/1.1 server that counts its connections. Each answer is `hello` (5 bytes, or `chunks`
+    /// chunked pieces with a pause between them); `close_after` closes the connection after every answer
+    /// without saying so, as an upstream that drops idle keep-alive connections does.
+    async fn server(close_after: bool, chunks: usize) -> (String, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut tmp = [0u8; 4096];
+                    loop {
+                        // One request: headers, then Content-Length bytes of body.
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            match s.read(&mut tmp).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                        assert!(
+                            head.starts_with("post /v1/chat ") || head.starts_with("get /v1/chat "),
+                            "{head}"
+                        );
+                        assert!(head.contains(&format!("host: {addr}")), "{head}");
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map(|v| v.trim().parse().unwrap())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            match s.read(&mut tmp).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                            }
+                        }
+                        buf.drain(..head_end + len);
+                        if chunks == 0 {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+                                .await;
+                        } else {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                                .await;
+                            for _ in 0..chunks {
+                                if s.write_all(b"1\r\nx\r\n").await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            let _ = s.write_all(b"0\r\n\r\n").await;
+                        }
+                        if close_after {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}/v1/chat"), accepted)
+    }
+
+    fn client(idle: Duration) -> DirectClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .unwrap()
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        DirectClient::new(https, idle, 16)
+    }
+
+    fn post(url: &str) -> Request<Bytes> {
+        Request::post(url)
+            .body(Bytes::from_static(b"{\"a\":1}"))
+            .unwrap()
+    }
+
+    async fn call(c: &DirectClient, url: &str) -> Bytes {
+        let resp = c.send(post(url)).await.expect("answer");
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn answers_read_to_the_end_reuse_one_connection() {
+        let (url, accepted) = server(false, 0).await;
+        let c = client(Duration::from_secs(90));
+        for _ in 0..5 {
+            assert_eq!(call(&c, &url).await, "hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(c.pooled(), 1);
+        // A chunked answer too.
+        let (url, accepted) = server(false, 3).await;
+        for _ in 0..3 {
+            assert_eq!(call(&c, &url).await, "xxx");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_a_failed_request() {
+        let (url, accepted) = server(true, 0).await;
+        let c = client(Duration::from_secs(90));
+        for _ in 0..5 {
+            assert_eq!(call(&c, &url).await, "hello");
+            // Give the closed connection's task time to see the end or not: both orders must work.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    /// The race the retry is for: the upstream closes an idle connection, and the next request takes it from
+    /// the pool before its task has seen the close. A blocking server thread closes each connection 20 ms after
+    /// its answer; the test blocks the runtime meanwhile, so the connection still looks open at checkout.
+    #[tokio::test]
+    async fn a_request_on_a_connection_closed_unseen_goes_out_on_a_new_one() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/chat", l.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let mut s = s.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                // Headers and the 7-byte body of `post`.
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") || !buf.ends_with(b"{\"a\":1}") {
+                    match s.read(&mut tmp) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let c = client(Duration::from_secs(90));
+        for _ in 0..3 {
+            assert_eq!(call(&c, &url).await, "hello");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_hangs_up_unanswered_fails_the_request_once() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/chat", l.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut tmp = [0u8; 4096];
+                let _ = s.read(&mut tmp).await;
+            }
+        });
+        let c = client(Duration::from_secs(90));
+        let e = c.send(post(&url)).await.unwrap_err();
+        assert!(
+            matches!(&e, DirectError::Send(h) if h.is_incomplete_message()),
+            "{e:?}"
+        );
+        // A new connection's failure is not retried: the request may have reached the upstream.
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_half_way_takes_its_connection_with_it() {
+        let (url, accepted) = server(false, 5).await;
+        let c = client(Duration::from_secs(90));
+        let resp = c.send(post(&url)).await.unwrap();
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "x");
+        drop(body);
+        assert_eq!(c.pooled(), 0);
+        assert_eq!(call(&c, &url).await, "xxxxx");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(c.pooled(), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_close_after_the_idle_timeout() {
+        let (url, accepted) = server(false, 0).await;
+        let c = client(Duration::from_millis(1000));
+        call(&c, &url).await;
+        assert_eq!(c.pooled(), 1);
+        // The reaper runs every second at the least; two seconds leave it time to run after expiry.
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        assert_eq!(c.pooled(), 0, "the reaper left an expired connection");
+        call(&c, &url).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_error_with_its_cause() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = client(Duration::from_secs(90));
+        let e = c
+            .send(post(&format!("http://127.0.0.1:{port}/v1/chat")))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DirectError::Connect(_)), "{e:?}");
+        let chain = crate::upstream::error_chain(&e).to_lowercase();
+        assert!(chain.contains("connection refused"), "{chain}");
+        assert!(matches!(
+            c.send(Request::new(Bytes::new())).await,
+            Err(DirectError::NotAbsolute)
+        ));
+    }
+}
