@@ -3,7 +3,9 @@
 #   bench/ab.sh OLD_BINARY NEW_BINARY
 # Both gateways (WORKERS=1) and the mock run on core 1, wrk on core 0, as in bench/run.sh; each round drives
 # A then B then B then A (so drift hits both alike) at each of CONCS for DURATION, for KINDS (chat, stream).
-# Prints req/s per run and the median per binary. Env: CONCS (64), DURATION (3s), ROUNDS (3), KINDS.
+# Prints req/s per run and the median per binary, then the gateway's CPU time per request (user + system, from
+# /proc) per run and its median: on a shared machine req/s moves with the neighbours, CPU per request much less.
+# Env: CONCS (64), DURATION (3s), ROUNDS (3), KINDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$(realpath "$1")
@@ -23,7 +25,7 @@ export API_KEY=bench-client-key
 MP=$(free_port)
 taskset -c 1 target/release/mock-upstream --host 127.0.0.1 --port "$MP" >/dev/null 2>&1 &
 PIDS+=($!)
-declare -A PORT
+declare -A PORT GWPID
 for side in A B; do
   PORT[$side]=$(free_port)
   mkdir -p "$W/$side"
@@ -32,6 +34,7 @@ for side in A B; do
   bin=$A; [ "$side" = B ] && bin=$B
   DATA_DIR="$W/$side" PORT="${PORT[$side]}" LOG_LEVEL=warning WORKERS=1 taskset -c 1 "$bin" >"$W/$side.log" 2>&1 &
   PIDS+=($!)
+  GWPID[$side]=$!
   for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:${PORT[$side]}/health" && break; sleep 0.1; done
   python3 bench/measure.py provision --url "http://127.0.0.1:${PORT[$side]}" --password pw --tokens 10 >/dev/null
 done
@@ -42,24 +45,32 @@ base = {"model": "grok-4-fast", "messages": [{"role": "user", "content": msg}], 
 open(f"{sys.argv[1]}/chat.json", "w").write(json.dumps(base))
 open(f"{sys.argv[1]}/stream.json", "w").write(json.dumps(dict(base, stream=True, mock={"chunks": 20})))
 PY
-load() { # side kind conc duration -> req/s
-  BODY_FILE="$W/$2.json" taskset -c 0 wrk -t1 -c"$3" -d"$4" -s bench/post.lua \
-    "http://127.0.0.1:${PORT[$1]}/v1/chat/completions" | grep '^RESULT' | sed 's/^RESULT //' |
-    python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["rps"]))
-if r["errors"]: print(r["errors"], "errors", file=sys.stderr)'
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system CPU, in clock ticks
+TCK=$(getconf CLK_TCK)
+load() { # side kind conc duration -> "req/s cpu-µs-per-request"
+  local t0 t1 out
+  t0=$(ticks "${GWPID[$1]}")
+  out=$(BODY_FILE="$W/$2.json" taskset -c 0 wrk -t1 -c"$3" -d"$4" -s bench/post.lua \
+    "http://127.0.0.1:${PORT[$1]}/v1/chat/completions" | grep '^RESULT' | sed 's/^RESULT //')
+  t1=$(ticks "${GWPID[$1]}")
+  echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); t=(int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[3])
+print(round(r["rps"]), round(t*1e6/max(r["requests"],1),1))
+if r["errors"]: print(r["errors"], "errors", file=sys.stderr)' "$t0" "$t1" "$TCK"
 }
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for kind in $KINDS; do
   for c in $CONCS; do
     load A "$kind" "$c" 1s >/dev/null; load B "$kind" "$c" 1s >/dev/null # warm pools
-    ra=""; rb=""
+    ra=""; rb=""; ca=""; cb=""
     for _ in $(seq 1 "$ROUNDS"); do
       for side in A B B A; do
-        v=$(load "$side" "$kind" "$c" "$DURATION")
-        if [ "$side" = A ]; then ra="$ra $v"; else rb="$rb $v"; fi
+        read -r v cpu < <(load "$side" "$kind" "$c" "$DURATION")
+        if [ "$side" = A ]; then ra="$ra $v"; ca="$ca $cpu"; else rb="$rb $v"; cb="$cb $cpu"; fi
       done
     done
-    printf '%-6s c=%-3s A (%s):%s  median %s\n' "$kind" "$c" "$(basename "$A")" "$ra" "$(echo "$ra" | median)"
-    printf '%-6s c=%-3s B (%s):%s  median %s\n' "$kind" "$c" "$(basename "$B")" "$rb" "$(echo "$rb" | median)"
+    printf '%-6s c=%-3s A (%s) req/s:%s  median %s\n' "$kind" "$c" "$(basename "$A")" "$ra" "$(echo "$ra" | median)"
+    printf '%-6s c=%-3s B (%s) req/s:%s  median %s\n' "$kind" "$c" "$(basename "$B")" "$rb" "$(echo "$rb" | median)"
+    printf '%-6s c=%-3s A (%s) cpu µs/req:%s  median %s\n' "$kind" "$c" "$(basename "$A")" "$ca" "$(echo "$ca" | median)"
+    printf '%-6s c=%-3s B (%s) cpu µs/req:%s  median %s\n' "$kind" "$c" "$(basename "$B")" "$cb" "$(echo "$cb" | median)"
   done
 done
