@@ -536,6 +536,124 @@ mod tests {
         resp.into_body().collect().await.unwrap().to_bytes()
     }
 
+    /// A TLS upstream on loopback offering `alpn`, with a self-signed certificate made by openssl (as
+    /// tests/core.rs makes one). It answers each request with the HTTP version it arrived in and counts its
+    /// connections. Returns the base URL, the count and a connector that trusts the certificate and offers
+    /// h2 and http/1.1, as the gateway's does.
+    async fn tls_server(alpn: &[&[u8]]) -> (String, Arc<AtomicUsize>, Connector) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("k.pem"), dir.path().join("c.pem"));
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost"])
+            // A leaf, not a CA: webpki refuses a CA certificate as the server's own.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (Debian package openssl)");
+        assert!(ok.success());
+        let cert = CertificateDer::from_pem_file(&cert).unwrap();
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = l.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let tls = acceptor.accept(tcp).await.unwrap();
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let v = format!("{:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(v))))
+                    });
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                });
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        (
+            format!("https://localhost:{port}/v1/chat"),
+            accepted,
+            connector,
+        )
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_offering_h2_gets_one_multiplexed_connection() {
+        let (url, accepted, connector) = tls_server(&[b"h2", b"http/1.1"]).await;
+        let c = DirectClient::new(connector, Duration::from_secs(90), 16);
+        let first = call(&c, &url).await;
+        assert_eq!(first, "HTTP/2.0");
+        let answers = futures_util::future::join_all((0..8).map(|_| call(&c, &url))).await;
+        assert!(answers.iter().all(|a| a == "HTTP/2.0"), "{answers:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(c.pooled(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_without_h2_gets_pooled_http1() {
+        let (url, accepted, connector) = tls_server(&[b"http/1.1"]).await;
+        let c = DirectClient::new(connector, Duration::from_secs(90), 16);
+        for _ in 0..3 {
+            assert_eq!(call(&c, &url).await, "HTTP/1.1");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // Two at once need two connections, and both stay pooled.
+        let answers = futures_util::future::join_all((0..2).map(|_| call(&c, &url))).await;
+        assert!(answers.iter().all(|a| a == "HTTP/1.1"), "{answers:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(c.pooled(), 2);
+    }
+
     #[tokio::test]
     async fn answers_read_to_the_end_reuse_one_connection() {
         let (url, accepted) = server(false, 0).await;
