@@ -406,9 +406,20 @@ pub async fn accept_loop(
         let app = app.clone();
         let svc =
             hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                let id = crate::api::request_id(req.headers());
+                // Checked when it was read or made: a visible-ASCII string is a valid header value.
+                let header = http::HeaderValue::from_str(&id.0).ok();
                 req.extensions_mut().insert(ConnectInfo(addr));
+                req.extensions_mut().insert(id);
                 let mut app = app.clone();
-                tower_service::Service::call(&mut app, req)
+                let answer = tower_service::Service::call(&mut app, req);
+                async move {
+                    let mut resp = answer.await?;
+                    if let Some(v) = header {
+                        resp.headers_mut().insert("x-request-id", v);
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
         let conn = http.serve_connection(TokioIo::new(tcp), svc);
         // Held for the connection's life: counts it as open, and says when to drain.
