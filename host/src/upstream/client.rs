@@ -99,18 +99,19 @@ impl UpstreamClient {
         )))
     }
 
-    /// Sends `req` (absolute URI) and returns the answer once its headers arrived.
+    /// Sends the request `make` builds (absolute URI) and returns the answer once its headers arrived. The
+    /// direct pool may build it twice (a pooled connection the upstream had just closed).
     pub async fn send(
         &self,
-        req: http::Request<Bytes>,
+        make: impl Fn() -> http::Request<Bytes>,
     ) -> Result<http::Response<UpstreamBody>, SendError> {
         match self {
             UpstreamClient::Direct(c) => {
-                let resp = c.send(req).await?;
+                let resp = c.send(make).await?;
                 Ok(resp.map(UpstreamBody::Direct))
             }
             UpstreamClient::Proxied(c) => {
-                let req = reqwest::Request::try_from(req)?;
+                let req = reqwest::Request::try_from(make())?;
                 let resp = c.execute(req).await?;
                 Ok(http::Response::from(resp).map(UpstreamBody::Proxied))
             }

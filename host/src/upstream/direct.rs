@@ -94,8 +94,14 @@ impl DirectClient {
         DirectClient { inner }
     }
 
-    /// Sends `req` (absolute URI) and returns the answer once its headers arrived.
-    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<PooledBody>, DirectError> {
+    /// Sends the request `make` builds (absolute URI) and returns the answer once its headers arrived. `make`
+    /// is called again only to send the request once more (see the end of the loop): copying every request
+    /// in case it is needed cost more than building it again when it is.
+    pub async fn send(
+        &self,
+        make: impl Fn() -> Request<Bytes>,
+    ) -> Result<Response<PooledBody>, DirectError> {
+        let req = make();
         let (https, authority) = match (req.uri().scheme(), req.uri().authority()) {
             (Some(s), Some(a)) => (*s == Scheme::HTTPS, a.clone()),
             _ => return Err(DirectError::NotAbsolute),
@@ -113,7 +119,7 @@ impl DirectClient {
                 // (moved several times by axum and tower) that large.
                 None => Box::pin(self.connect(https, &authority)).await?,
             };
-            let (sent, again) = match conn {
+            let (sent, may_resend) = match conn {
                 Conn::H2(mut c) => {
                     // Closed since it was pooled: nothing was sent, try another way.
                     if let Err(e) = c.ready().await {
@@ -128,7 +134,7 @@ impl DirectClient {
                         .try_send_request(req)
                         .await
                         .map(|r| r.map(|inner| PooledBody { inner, back: None }));
-                    (sent, None)
+                    (sent, false)
                 }
                 Conn::H1(mut c) => {
                     if let Err(e) = c.ready().await {
@@ -138,7 +144,6 @@ impl DirectClient {
                         return Err(DirectError::Send(e));
                     }
                     origin_form(&mut req, host);
-                    let again = (reused && !fresh_only).then(|| copy(&req));
                     match c.try_send_request(req).await {
                         Ok(resp) => {
                             let back = Return {
@@ -156,22 +161,22 @@ impl DirectClient {
                             }
                             return Ok(resp);
                         }
-                        Err(e) => (Err(e), again),
+                        Err(e) => (Err(e), reused && !fresh_only),
                     }
                 }
             };
             let Err(mut e) = sent else {
                 return sent.map_err(|e| DirectError::Send(e.into_error()));
             };
-            match (e.take_message(), again) {
+            match (e.take_message(), may_resend) {
                 // A pooled connection found closed before the request was written: send it on another.
                 (Some(r), _) if reused => req = r,
                 // The request was written, and the upstream closed the pooled connection without a byte of
                 // answer: it had closed an idle connection as we took it. The request went nowhere, so it
                 // goes out once more on a new connection (Go's net/http does the same on a reused
                 // connection). Any other failure is the answer.
-                (None, Some(r)) if e.error().is_incomplete_message() => {
-                    req = r;
+                (None, true) if e.error().is_incomplete_message() => {
+                    req = make().map(Full::new);
                     fresh_only = true;
                 }
                 _ => return Err(DirectError::Send(e.into_error())),
@@ -336,16 +341,6 @@ async fn reap(pool: Weak<Inner>) {
             None => return,
         }
     }
-}
-
-/// A request to send again (a `Full` body is a cheap `Bytes` handle).
-fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut r = Request::new(req.body().clone());
-    *r.method_mut() = req.method().clone();
-    *r.uri_mut() = req.uri().clone();
-    *r.version_mut() = req.version();
-    *r.headers_mut() = req.headers().clone();
-    r
 }
 
 /// HTTP/1 wants the request line in origin form (`/path?query`) and the authority in `Host`.
@@ -531,7 +526,7 @@ mod tests {
     }
 
     async fn call(c: &DirectClient, url: &str) -> Bytes {
-        let resp = c.send(post(url)).await.expect("answer");
+        let resp = c.send(|| post(url)).await.expect("answer");
         assert_eq!(resp.status(), 200);
         resp.into_body().collect().await.unwrap().to_bytes()
     }
@@ -733,7 +728,7 @@ mod tests {
             }
         });
         let c = client(Duration::from_secs(90));
-        let e = c.send(post(&url)).await.unwrap_err();
+        let e = c.send(|| post(&url)).await.unwrap_err();
         assert!(
             matches!(&e, DirectError::Send(h) if h.is_incomplete_message()),
             "{e:?}"
@@ -746,7 +741,7 @@ mod tests {
     async fn an_answer_dropped_half_way_takes_its_connection_with_it() {
         let (url, accepted) = server(false, 5).await;
         let c = client(Duration::from_secs(90));
-        let resp = c.send(post(&url)).await.unwrap();
+        let resp = c.send(|| post(&url)).await.unwrap();
         let mut body = resp.into_body();
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "x");
@@ -778,14 +773,14 @@ mod tests {
         };
         let c = client(Duration::from_secs(90));
         let e = c
-            .send(post(&format!("http://127.0.0.1:{port}/v1/chat")))
+            .send(|| post(&format!("http://127.0.0.1:{port}/v1/chat")))
             .await
             .unwrap_err();
         assert!(matches!(e, DirectError::Connect(_)), "{e:?}");
         let chain = crate::upstream::error_chain(&e).to_lowercase();
         assert!(chain.contains("connection refused"), "{chain}");
         assert!(matches!(
-            c.send(Request::new(Bytes::new())).await,
+            c.send(|| Request::new(Bytes::new())).await,
             Err(DirectError::NotAbsolute)
         ));
     }

@@ -324,13 +324,15 @@ impl Forwarder {
                     continue;
                 }
             };
-            let upstream_req = cfg.request(
-                req.method.clone(),
-                uri.clone(),
-                auth,
-                req.accept.as_ref(),
-                req.body.as_ref(),
-            );
+            let upstream_req = || {
+                cfg.request(
+                    req.method.clone(),
+                    uri.clone(),
+                    auth.clone(),
+                    req.accept.as_ref(),
+                    req.body.as_ref(),
+                )
+            };
 
             // Headers must arrive within the first-response timeout for streams; a non-streamed answer only
             // comes when it is complete, so it gets the total timeout.
@@ -638,7 +640,7 @@ impl Forwarder {
         let uri = cfg.uri("/models")?;
         let send = egress
             .client
-            .send(cfg.request(Method::GET, uri, auth, None, None));
+            .send(|| cfg.request(Method::GET, uri.clone(), auth.clone(), None, None));
         let resp = tokio::time::timeout(Duration::from_secs(15), send)
             .await
             .map_err(|_| "timed out".to_string())?
