@@ -61,7 +61,7 @@ struct Inner {
 struct Origin {
     https: bool,
     authority: Authority,
-    /// An HTTP/1 request's `Host`: the authority as the URI has it.
+    /// An HTTP/1 request's `Host` (see `host_header`).
     host: HeaderValue,
     /// Most recently used last: a checkout takes the warmest connection.
     idle: Vec<Idle>,
@@ -247,8 +247,7 @@ impl Inner {
         let o = match find(&mut origins, https, authority) {
             Some(i) => &mut origins[i],
             None => {
-                let host = HeaderValue::from_str(authority.as_str())
-                    .expect("an authority is a valid header value");
+                let host = host_header(https, authority);
                 origins.push(Origin {
                     https,
                     authority: authority.clone(),
@@ -319,6 +318,17 @@ impl Inner {
             }
         }
     }
+}
+
+/// `Host` for an HTTP/1 request: host and port, the port left out when it is the scheme's default, and never
+/// the URI's `user:password@` part (as hyper-util's client set it).
+fn host_header(https: bool, authority: &Authority) -> HeaderValue {
+    let default_port = if https { 443 } else { 80 };
+    let host = match authority.port_u16() {
+        Some(p) if p != default_port => format!("{}:{p}", authority.host()),
+        _ => authority.host().to_string(),
+    };
+    HeaderValue::from_str(&host).expect("a URI's host and port are a valid header value")
 }
 
 fn find(origins: &mut [Origin], https: bool, authority: &Authority) -> Option<usize> {
@@ -763,6 +773,19 @@ mod tests {
         assert_eq!(c.pooled(), 0, "the reaper left an expired connection");
         call(&c, &url).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn host_header_has_no_credentials_and_no_default_port() {
+        let a = |s: &str| s.parse::<Authority>().unwrap();
+        assert_eq!(
+            host_header(true, &a("u:secret@api.example:443")),
+            "api.example"
+        );
+        assert_eq!(host_header(false, &a("127.0.0.1:8080")), "127.0.0.1:8080");
+        assert_eq!(host_header(false, &a("example:80")), "example");
+        assert_eq!(host_header(true, &a("example:80")), "example:80");
+        assert_eq!(host_header(true, &a("[::1]:8443")), "[::1]:8443");
     }
 
     #[tokio::test]
