@@ -311,6 +311,25 @@ async fn bad_requests_get_openai_errors() {
 
     let no_key = gw.http.post(&url).json(&hello()).send().await.unwrap();
     assert_eq!(no_key.status(), 401);
+
+    // Another method on a `/v1` route: 405 naming the allowed one; an unknown `/v1` path: 404. Both as
+    // OpenAI errors, both before the key is checked.
+    let wrong_method = gw.http.get(&url).send().await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(wrong_method.headers()["allow"], "POST");
+    let b: Value = wrong_method.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "method_not_allowed");
+    let unknown = gw
+        .http
+        .post(gw.url("/v1/embeddings"))
+        .json(&hello())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.headers().contains_key("x-request-id"));
+    let b: Value = unknown.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "not_found");
     // None of these reached the upstream.
     assert_eq!(mock.stats().requests, 0);
 }
@@ -386,6 +405,15 @@ async fn models_and_images_are_forwarded() {
         .await
         .unwrap();
     assert_eq!(one.status(), 200);
+    // The id is percent-decoded from the path, and encoded again for the upstream.
+    let encoded = gw
+        .http
+        .get(gw.url("/v1/models/grok%2D4-fast"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(encoded.status(), 200);
     let missing = gw
         .http
         .get(gw.url("/v1/models/nope"))

@@ -4,15 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use thiserror::Error;
 
-use crate::api::{router, AppInner, AppState};
+use crate::api::{App, AppInner, AppState};
 use crate::auth::Sessions;
 use crate::calllog::{CallLog, CallLogOptions};
 use crate::config::{Live, Startup};
@@ -264,7 +262,7 @@ pub async fn run_with(
     });
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let limits = ConnLimits::from_settings(&settings.global);
-    let app = router(state);
+    let app = App::new(state);
     let mut serve = tokio::spawn(accept_loop(listener, app, limits, drain_rx));
 
     tokio::select! {
@@ -361,7 +359,7 @@ impl ConnLimits {
 /// instead of being accepted and closed, so a short burst is absorbed rather than failed.
 pub async fn accept_loop(
     listener: TcpListener,
-    app: Router,
+    app: App,
     limits: ConnLimits,
     mut drain: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -404,23 +402,20 @@ pub async fn accept_loop(
         // Without TCP_NODELAY small SSE frames wait for delayed ACKs (~40 ms each).
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
-        let svc =
-            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                let id = crate::api::request_id(req.headers());
-                // Checked when it was read or made: a visible-ASCII string is a valid header value.
-                let header = http::HeaderValue::from_str(&id.0).ok();
-                req.extensions_mut().insert(ConnectInfo(addr));
-                req.extensions_mut().insert(id);
-                let mut app = app.clone();
-                let answer = tower_service::Service::call(&mut app, req);
-                async move {
-                    let mut resp = answer.await?;
-                    if let Some(v) = header {
-                        resp.headers_mut().insert("x-request-id", v);
-                    }
-                    Ok::<_, std::convert::Infallible>(resp)
+        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let id = crate::api::request_id(req.headers());
+            // Checked when it was read or made: a visible-ASCII string is a valid header value.
+            let header = http::HeaderValue::from_str(&id.0).ok();
+            // Boxed once here: the handler's future is several KB, and hyper moves the service's future.
+            let answer = Box::pin(app.clone().serve(addr, id, req));
+            async move {
+                let mut resp = answer.await;
+                if let Some(v) = header {
+                    resp.headers_mut().insert("x-request-id", v);
                 }
-            });
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
         let conn = http.serve_connection(TokioIo::new(tcp), svc);
         // Held for the connection's life: counts it as open, and says when to drain.
         let mut drain = open_tx.subscribe();

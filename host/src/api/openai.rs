@@ -1,17 +1,19 @@
 //! The OpenAI-compatible routes under `/v1`.
+//!
+//! They are served by [`serve`], which the server's connection service calls for every path under `/v1/`,
+//! not through axum's router: the router's matching, the gate's `from_fn` layer and the extractors (which clone
+//! the header map and box the body) cost about a tenth of a chat request's instructions (see bench/README.md).
+//! [`serve`] matches the route first, then runs the gate, then the handler: no `/v1` handler can be reached
+//! around the gate.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Router};
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -21,37 +23,131 @@ use crate::calllog::CallRecord;
 use crate::secret::constant_time_eq;
 use crate::upstream::{ForwardError, UpstreamRequest};
 
-pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/images/generations", post(images_generations))
-        .route("/v1/models", get(list_models))
-        .route("/v1/models/{id}", get(get_model))
-        .route_layer(middleware::from_fn_with_state(state, guard))
+/// The `/v1` routes as `(path, method)`, for the OpenAPI test: [`Route::of`] serves exactly these (checked by
+/// the tests below).
+#[cfg(test)]
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("/v1/chat/completions", "post"),
+    ("/v1/images/generations", "post"),
+    ("/v1/models", "get"),
+    ("/v1/models/{id}", "get"),
+];
+
+/// The `/v1` routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Chat,
+    Images,
+    Models,
+    /// `/v1/models/{id}`, the id still percent-encoded.
+    Model(String),
 }
 
-/// The `/v1` gate: the per-client rate limit, then the API key. One middleware rather than a layer each:
-/// every layer boxes the request's future once more.
-async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Why a request under `/v1/` matches no route.
+#[derive(Debug, PartialEq, Eq)]
+enum NoRoute {
+    /// 404.
+    Unknown,
+    /// 405: the path exists for these methods (the `Allow` header).
+    Method(&'static str),
+}
+
+impl Route {
+    /// The route of `method path`. Neither kind of miss is gated, as with axum's `route_layer`.
+    fn of(method: &Method, path: &str) -> Result<Route, NoRoute> {
+        let (route, post) = match path {
+            "/v1/chat/completions" => (Route::Chat, true),
+            "/v1/images/generations" => (Route::Images, true),
+            "/v1/models" => (Route::Models, false),
+            _ => match path.strip_prefix("/v1/models/") {
+                Some(id) if !id.is_empty() && !id.contains('/') => {
+                    (Route::Model(id.to_string()), false)
+                }
+                _ => return Err(NoRoute::Unknown),
+            },
+        };
+        if post && method == Method::POST {
+            Ok(route)
+        } else if post {
+            Err(NoRoute::Method("POST"))
+        } else if method == Method::GET || method == Method::HEAD {
+            // As axum's `get`: HEAD is served by the GET handler, hyper drops the body.
+            Ok(route)
+        } else {
+            Err(NoRoute::Method("GET,HEAD"))
+        }
+    }
+}
+
+impl NoRoute {
+    fn answer(self, method: &Method, path: &str) -> Response {
+        match self {
+            NoRoute::Unknown => {
+                ApiError::not_found(format!("no route for {method} {path}")).into_response()
+            }
+            NoRoute::Method(allow) => {
+                let mut resp = ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "invalid_request_error",
+                    "method_not_allowed",
+                    format!("{path} accepts {allow}, not {method}"),
+                )
+                .into_response();
+                resp.headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+                resp
+            }
+        }
+    }
+}
+
+/// Serves one request under `/v1/`: route, gate, handler.
+pub async fn serve(
+    state: &AppState,
+    addr: SocketAddr,
+    id: RequestId,
+    req: http::Request<Incoming>,
+) -> Response {
+    let route = match Route::of(req.method(), req.uri().path()) {
+        Ok(r) => r,
+        Err(miss) => return miss.answer(req.method(), req.uri().path()),
+    };
+    if let Some(refused) = gate(state, addr.ip(), req.headers()) {
+        return refused;
+    }
+    let call = Call { addr, id };
+    let answer = match route {
+        Route::Chat => chat_completions(state, call, req).await,
+        Route::Images => images_generations(state, call, req).await,
+        Route::Models => Ok(list_models(state, call).await),
+        Route::Model(id) => get_model(state, call, &id).await,
+    };
+    answer.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Who asked: what every `/v1` handler records.
+pub(super) struct Call {
+    addr: SocketAddr,
+    id: RequestId,
+}
+
+/// The `/v1` gate: the per-client rate limit, then the API key.
+fn gate(state: &AppState, ip: IpAddr, headers: &HeaderMap) -> Option<Response> {
     // First, so failed key guesses count against the client too.
-    if let Some(refused) = super::ratelimit::check(&state, &req) {
-        return refused;
+    if let Some(refused) = super::ratelimit::check(state, ip) {
+        return Some(refused);
     }
-    if let Some(refused) = client_auth(&state, &req) {
-        return refused;
-    }
-    next.run(req).await
+    client_auth(state, headers)
 }
 
 /// `Authorization: Bearer <grok.api_key>`; an empty key leaves the routes open (warned about at start-up).
-fn client_auth(state: &AppState, req: &Request) -> Option<Response> {
+fn client_auth(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let settings = state.settings.load();
     let key = settings.grok.api_key.expose();
     if key.is_empty() {
         return None;
     }
-    let presented = req
-        .headers()
+    let presented = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -107,7 +203,11 @@ pub(super) struct ImageRequest {
     rest: std::collections::HashMap<String, serde_json::Value>,
 }
 
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, ApiError> {
     let limit = state.settings.load().global.max_body_bytes;
     let too_large = || {
         ApiError::new(
@@ -143,15 +243,9 @@ fn peek(body: &[u8]) -> Result<Peek<'_>, ApiError> {
     })
 }
 
-fn record(
-    req_id: &RequestId,
-    route: &'static str,
-    model: &str,
-    stream: bool,
-    addr: SocketAddr,
-) -> CallRecord {
-    let mut r = CallRecord::new(req_id.0.clone(), route, model.to_string(), stream);
-    r.client_ip = Some(addr.ip());
+fn record(call: Call, route: &'static str, model: &str, stream: bool) -> CallRecord {
+    let mut r = CallRecord::new(call.id.0, route, model.to_string(), stream);
+    r.client_ip = Some(call.addr.ip());
     r
 }
 
@@ -194,20 +288,19 @@ async fn forward(state: &AppState, req: UpstreamRequest, record: CallRecord) -> 
     (status = 504, description = "The upstream did not answer in time", body = ErrorBody),
 ))]
 pub(super) async fn chat_completions(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Extension(req_id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
+    state: &AppState,
+    call: Call,
+    req: http::Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&state, &headers, body).await?;
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(state, &parts.headers, body).await?;
     let p = peek(&bytes)?;
     let model = match p.model.as_deref().map(str::trim) {
         Some(m) if !m.is_empty() => m.to_string(),
         _ => return Err(ApiError::bad_param("model", "`model` is required")),
     };
     let stream = p.stream.unwrap_or(false);
-    let rec = record(&req_id, "/v1/chat/completions", &model, stream, addr);
+    let rec = record(call, "/v1/chat/completions", &model, stream);
     let req = UpstreamRequest {
         method: Method::POST,
         path: "/chat/completions".into(),
@@ -220,7 +313,7 @@ pub(super) async fn chat_completions(
             "application/json"
         })),
     };
-    Ok(forward(&state, req, rec).await)
+    Ok(forward(state, req, rec).await)
 }
 
 /// OpenAI image generation, forwarded with a pooled token.
@@ -236,16 +329,15 @@ pub(super) async fn chat_completions(
     (status = 504, description = "The upstream did not answer in time", body = ErrorBody),
 ))]
 pub(super) async fn images_generations(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Extension(req_id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
+    state: &AppState,
+    call: Call,
+    req: http::Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&state, &headers, body).await?;
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(state, &parts.headers, body).await?;
     let p = peek(&bytes)?;
     let model = p.model.as_deref().unwrap_or("").trim().to_string();
-    let rec = record(&req_id, "/v1/images/generations", &model, false, addr);
+    let rec = record(call, "/v1/images/generations", &model, false);
     let req = UpstreamRequest {
         method: Method::POST,
         path: "/images/generations".into(),
@@ -254,7 +346,7 @@ pub(super) async fn images_generations(
         stream: false,
         accept: Some(http::HeaderValue::from_static("application/json")),
     };
-    Ok(forward(&state, req, rec).await)
+    Ok(forward(state, req, rec).await)
 }
 
 /// The upstream's model list, passed through.
@@ -268,12 +360,8 @@ pub(super) async fn images_generations(
     (status = 503, description = "No usable token or egress proxy", body = ErrorBody),
     (status = 504, description = "The upstream did not answer in time", body = ErrorBody),
 ))]
-pub(super) async fn list_models(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Extension(req_id): Extension<RequestId>,
-) -> Response {
-    let rec = record(&req_id, "/v1/models", "", false, addr);
+pub(super) async fn list_models(state: &AppState, call: Call) -> Response {
+    let rec = record(call, "/v1/models", "", false);
     let req = UpstreamRequest {
         method: Method::GET,
         path: "/models".into(),
@@ -282,7 +370,7 @@ pub(super) async fn list_models(
         stream: false,
         accept: Some(http::HeaderValue::from_static("application/json")),
     };
-    forward(&state, req, rec).await
+    forward(state, req, rec).await
 }
 
 /// One model from the upstream, passed through.
@@ -299,15 +387,19 @@ pub(super) async fn list_models(
     (status = 504, description = "The upstream did not answer in time", body = ErrorBody),
 ))]
 pub(super) async fn get_model(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Extension(req_id): Extension<RequestId>,
-    Path(id): Path<String>,
+    state: &AppState,
+    call: Call,
+    encoded_id: &str,
 ) -> Result<Response, ApiError> {
+    // The path's segment, percent-decoded as axum's `Path` did.
+    let id = percent_encoding::percent_decode_str(encoded_id)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_param("id", "model id is not valid UTF-8"))?;
     if id.is_empty() || id.len() > 200 || id.contains(['/', '?', '#']) {
         return Err(ApiError::bad_param("id", "invalid model id"));
     }
-    let rec = record(&req_id, "/v1/models/{id}", &id, false, addr);
+    let id = id.into_owned();
+    let rec = record(call, "/v1/models/{id}", &id, false);
     // The id goes into the upstream path: percent-encode everything but the unreserved characters.
     let encoded: String = id
         .bytes()
@@ -327,5 +419,51 @@ pub(super) async fn get_model(
         stream: false,
         accept: Some(http::HeaderValue::from_static("application/json")),
     };
-    Ok(forward(&state, req, rec).await)
+    Ok(forward(state, req, rec).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_exactly_the_listed_routes() {
+        for (path, method) in ROUTES {
+            let path = path.replace("{id}", "grok-4");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            assert!(Route::of(&m, &path).is_ok(), "{method} {path}");
+            let other = if m == Method::POST {
+                Method::GET
+            } else {
+                Method::POST
+            };
+            let refused = Route::of(&other, &path).unwrap_err();
+            assert!(matches!(refused, NoRoute::Method(_)), "{path}");
+            let answer = refused.answer(&other, &path);
+            assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert!(answer.headers().contains_key(http::header::ALLOW));
+        }
+        assert_eq!(
+            Route::of(&Method::HEAD, "/v1/models").unwrap(),
+            Route::Models
+        );
+        assert_eq!(
+            Route::of(&Method::GET, "/v1/models/a%2Fb").unwrap(),
+            Route::Model("a%2Fb".into())
+        );
+        for path in [
+            "/v1/",
+            "/v1/chat",
+            "/v1/chat/completions/",
+            "/v1/models/",
+            "/v1/models/a/b",
+            "/v1/embeddings",
+        ] {
+            assert_eq!(
+                Route::of(&Method::POST, path),
+                Err(NoRoute::Unknown),
+                "{path}"
+            );
+        }
+    }
 }

@@ -194,6 +194,12 @@ mod tests {
                 all.extend(routes_in(&code.join("\n")));
             }
         }
+        // `/v1` is matched by hand, not by an axum router (see `openai::serve`).
+        all.extend(
+            crate::api::openai::ROUTES
+                .iter()
+                .map(|(p, m)| (p.to_string(), m.to_string())),
+        );
         all
     }
 

@@ -1,12 +1,11 @@
 //! Optional per-client request rate on `/v1` (`global.rate_limit_per_minute`): a GCRA token bucket per client
 //! IP (`governor`, keyed by a sharded `DashMap`, so requests of different clients take no common lock).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -66,10 +65,9 @@ impl ClientRateLimit {
 }
 
 /// For the `/v1` routes' gate: 429 with `Retry-After` (whole seconds, at least 1) over the rate.
-pub fn check(state: &AppState, req: &Request) -> Option<Response> {
+pub fn check(state: &AppState, client: IpAddr) -> Option<Response> {
     let limiter = state.rate_limit.as_ref()?;
-    let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()?;
-    match limiter.check(addr.ip()) {
+    match limiter.check(client) {
         Ok(()) => None,
         Err(wait) => {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
