@@ -45,6 +45,8 @@ pub struct TimedBody {
     held: Option<bytes::BytesMut>,
     /// Turns given since the last chunk arrived.
     yielded: u8,
+    /// Turns to give before passing on held chunks: none when polling the body drives its connection.
+    handover_turns: u8,
 }
 
 enum Deferred {
@@ -55,10 +57,12 @@ enum Deferred {
 /// Chunks already waiting are joined into one frame up to this size: one write (and one wakeup of the
 /// client's side) instead of one per upstream chunk.
 ///
-/// The upstream connection's task decodes one chunk at a time into a channel of one slot, so "already
-/// waiting" needs turns of that task: after each chunk the body yields (wakes itself, returns Pending) up to
-/// `HANDOVER_TURNS` times before passing on what it holds. When the upstream sent 20 events in one segment
-/// they leave in one write, not 20; a lone chunk waits that many scheduler turns (microseconds).
+/// A direct HTTP/1 body drives its connection when polled, so polling until `Pending` collects every chunk
+/// already received. A connection with its own task (HTTP/2, proxies) decodes one chunk at a time into a
+/// channel of one slot, so "already waiting" needs turns of that task: after each chunk the body yields
+/// (wakes itself, returns Pending) up to `HANDOVER_TURNS` times before passing on what it holds. When the
+/// upstream sent 20 events in one segment they leave in one write, not 20; a lone chunk waits that many
+/// scheduler turns (microseconds).
 const COALESCE_MAX: usize = 64 * 1024;
 /// Measured: the next chunk of a segment already read shows up after the second turn (the client
 /// connection's task and the body channel's wake-up each take one).
@@ -74,6 +78,11 @@ impl TimedBody {
         lease: TokenLease,
     ) -> TimedBody {
         let full_scan = calllog.enabled();
+        let handover_turns = if body.drives_its_connection() {
+            0
+        } else {
+            HANDOVER_TURNS
+        };
         let total_deadline = t.total_deadline.map(Instant::from_std);
         let first = Instant::from_std(t.first_chunk_deadline);
         let first = total_deadline.map_or(first, |d| d.min(first));
@@ -95,6 +104,7 @@ impl TimedBody {
             deferred: None,
             held: None,
             yielded: 0,
+            handover_turns,
         }
     }
 
@@ -218,7 +228,7 @@ impl TimedBody {
                     return this.pass_on();
                 }
                 Poll::Pending if this.held.is_some() => {
-                    if this.yielded >= HANDOVER_TURNS {
+                    if this.yielded >= this.handover_turns {
                         return this.pass_on();
                     }
                     // A turn for the upstream connection to hand over chunks it has already read.

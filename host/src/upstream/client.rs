@@ -125,6 +125,13 @@ pub enum UpstreamBody {
     Proxied(reqwest::Body),
 }
 
+impl UpstreamBody {
+    /// See [`PooledBody::drives_its_connection`]; reqwest's and HTTP/2 connections have their own tasks.
+    pub fn drives_its_connection(&self) -> bool {
+        matches!(self, UpstreamBody::Direct(b) if b.drives_its_connection())
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;

@@ -11,11 +11,17 @@
 //! (one multiplexed connection per origin); `Host` from the URI and the request line in origin form on
 //! HTTP/1; idle connections closed after a timeout; a request whose pooled connection turned out closed
 //! before anything was written is sent again on a new connection.
+//!
+//! An HTTP/1 connection has no task of its own: the request that holds it drives it (see [`H1`]), in the
+//! task of the client's connection. A spawned task per connection cost a hand-over between two tasks for
+//! the request, for the answer's head and for every streamed chunk, and hyper's dispatcher re-entered for
+//! each (measured in bench/README.md, "Sixth pass"). HTTP/2 multiplexes many requests on one connection,
+//! so its connection keeps a task.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -70,13 +76,76 @@ struct Origin {
 }
 
 struct Idle {
-    conn: http1::SendRequest<Full<Bytes>>,
+    conn: H1,
     since: Instant,
 }
 
 enum Conn {
-    H1(http1::SendRequest<Full<Bytes>>),
+    H1(H1),
     H2(http2::SendRequest<Full<Bytes>>),
+}
+
+type H1Io = <Connector as Service<Uri>>::Response;
+/// Boxed: hyper's connection state is large, and it moves with the pool's entries.
+type H1Connection = Pin<Box<http1::Connection<H1Io, Full<Bytes>>>>;
+
+/// An HTTP/1 connection and its sender. Its reads and writes happen when the holder drives it
+/// ([`H1::drive`]): the request waiting for its answer, then the answer's body, then a checkout's readiness
+/// check. While it sits idle in the pool nobody drives it; a close by the upstream is seen at the next
+/// checkout or by the reaper.
+struct H1 {
+    send: http1::SendRequest<Full<Bytes>>,
+    /// `None` once the connection ended (closed, failed). Dropping it is what fails a request waiting on it.
+    conn: Option<H1Connection>,
+}
+
+impl H1 {
+    /// Lets the connection read and write what it can; `false` once it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(c) = &mut self.conn {
+            if c.as_mut().poll(cx).is_ready() {
+                self.conn = None;
+            }
+        }
+        self.conn.is_some()
+    }
+
+    /// Not known to have ended. Cheap: reads nothing (a checkout's `ready` does).
+    fn alive(&self) -> bool {
+        self.conn.is_some() && !self.send.is_closed()
+    }
+
+    /// Still open, as far as the bytes already arrived tell: reads a close the upstream sent while the
+    /// connection sat idle (no system call when nothing arrived). For the reaper.
+    fn open(&mut self) -> bool {
+        self.drive(&mut Context::from_waker(Waker::noop())) && !self.send.is_closed()
+    }
+
+    /// Drives the connection until it takes a request; `Err` when it ended instead.
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        // Usually so already: the last answer's end left the connection waiting for a request.
+        if self.conn.is_some() && self.send.is_ready() {
+            return Ok(());
+        }
+        poll_fn(|cx| {
+            self.drive(cx);
+            self.send.poll_ready(cx)
+        })
+        .await
+    }
+
+    /// Sends `req` and drives the connection until the answer's head arrived.
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
+        let mut answer = std::pin::pin!(self.send.try_send_request(req));
+        poll_fn(|cx| {
+            self.drive(cx);
+            answer.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
 impl DirectClient {
@@ -139,6 +208,7 @@ impl DirectClient {
                     (sent, false)
                 }
                 Conn::H1(mut c) => {
+                    // A pooled connection may need a turn to finish the last answer before it takes the next.
                     if let Err(e) = c.ready().await {
                         if reused {
                             continue;
@@ -146,7 +216,7 @@ impl DirectClient {
                         return Err(DirectError::Send(e));
                     }
                     origin_form(&mut req, host);
-                    match c.try_send_request(req).await {
+                    match c.send(req).await {
                         Ok(resp) => {
                             let back = Return {
                                 pool: Arc::downgrade(&self.inner),
@@ -218,10 +288,10 @@ impl DirectClient {
                 .handshake(io)
                 .await
                 .map_err(DirectError::Handshake)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok(Conn::H1(send))
+            Ok(Conn::H1(H1 {
+                send,
+                conn: Some(Box::pin(conn)),
+            }))
         }
     }
 
@@ -270,6 +340,7 @@ impl Inner {
         if let Some(h2) = &o.h2 {
             return (Some(Conn::H2(h2.clone())), o.host.clone());
         }
+        // A connection the upstream closed while idle shows at its `ready` and is replaced there.
         while let Some(idle) = o.idle.pop() {
             if idle.usable(self.idle_timeout) {
                 return (Some(Conn::H1(idle.conn)), o.host.clone());
@@ -286,8 +357,8 @@ impl Inner {
         }
     }
 
-    fn give_back(&self, https: bool, authority: &Authority, conn: http1::SendRequest<Full<Bytes>>) {
-        if conn.is_closed() {
+    fn give_back(&self, https: bool, authority: &Authority, conn: H1) {
+        if !conn.alive() {
             return;
         }
         self.with_origin(https, authority, |o| {
@@ -302,7 +373,8 @@ impl Inner {
 
     fn reap(&self) {
         for o in self.origins().iter_mut() {
-            o.idle.retain(|i| i.usable(self.idle_timeout));
+            o.idle
+                .retain_mut(|i| i.usable(self.idle_timeout) && i.conn.open());
             o.forget_closed_h2();
         }
     }
@@ -319,7 +391,7 @@ impl Origin {
 
 impl Idle {
     fn usable(&self, idle_timeout: Duration) -> bool {
-        !self.conn.is_closed() && self.since.elapsed() < idle_timeout
+        self.since.elapsed() < idle_timeout && self.conn.alive()
     }
 }
 
@@ -387,7 +459,7 @@ struct Return {
     pool: Weak<Inner>,
     https: bool,
     authority: Authority,
-    conn: http1::SendRequest<Full<Bytes>>,
+    conn: H1,
 }
 
 /// An answer's body. Read to its end, it puts its HTTP/1 connection back into the pool; dropped before, or
@@ -406,6 +478,12 @@ impl std::fmt::Debug for PooledBody {
 }
 
 impl PooledBody {
+    /// Whether reading this body drives its connection in the reader's task (HTTP/1): then a chunk already
+    /// received is decoded as soon as the body is polled, with no other task to wait for.
+    pub fn drives_its_connection(&self) -> bool {
+        self.back.is_some()
+    }
+
     fn give_back(&mut self) {
         if let Some(r) = self.back.take() {
             if let Some(pool) = r.pool.upgrade() {
@@ -424,7 +502,14 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        let mut r = Pin::new(&mut this.inner).poll_frame(cx);
+        if r.is_pending() {
+            // Nothing decoded yet: the connection reads (and decodes what it already has) for this body.
+            if let Some(back) = &mut this.back {
+                back.conn.drive(cx);
+                r = Pin::new(&mut this.inner).poll_frame(cx);
+            }
+        }
         match &r {
             Poll::Ready(None) => this.give_back(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
@@ -776,6 +861,38 @@ mod tests {
         assert_eq!(c.pooled(), 0, "the reaper left an expired connection");
         call(&c, &url).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// An idle HTTP/1 connection has no task reading it: the reaper must read the upstream's close itself,
+    /// or a closed connection would sit in the pool (and its socket in CLOSE_WAIT) until the next checkout.
+    #[tokio::test]
+    async fn the_reaper_drops_connections_the_upstream_closed_while_idle() {
+        // Answers one request, then closes the connection 50 ms later: after the answer was read and the
+        // connection pooled.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/chat", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await; // the small request arrives in one piece
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+                .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        let c = client(Duration::from_secs(90));
+        call(&c, &url).await;
+        assert_eq!(c.pooled(), 1);
+        let mut left = 1;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            c.inner.reap();
+            left = c.pooled();
+            if left == 0 {
+                break;
+            }
+        }
+        assert_eq!(left, 0, "a connection the upstream closed stayed pooled");
     }
 
     #[test]
