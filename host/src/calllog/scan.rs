@@ -188,6 +188,35 @@ fn may_end_stream(data: &[u8]) -> bool {
     })
 }
 
+/// The text of an event that is nothing but a text delta — one `"content": "<string>"`, no usage, no error,
+/// no finish — read without parsing the event (`None`: parse it). Parsing every event with serde was about
+/// half of a streamed call's instructions with the call log on; most events are such deltas. The pattern
+/// cannot match inside a JSON string (a quote there is escaped), so it is a key; an event with two `content`
+/// keys (several choices, logprobs) or a non-string content is parsed in full.
+fn plain_text_delta(data: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\":"));
+    static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+    let at = CONTENT.find(data)?;
+    let rest = &data[at + CONTENT.needle().len()..];
+    if CONTENT.find(rest).is_some() || USAGE.find(data).is_some() || may_end_stream(data) {
+        return None;
+    }
+    let rest = rest.trim_ascii_start();
+    if rest.first() != Some(&b'"') {
+        return None;
+    }
+    // The closing quote: the first one not escaped by a backslash.
+    let mut i = 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', rest.get(i..)?)?;
+        if rest[i] == b'"' {
+            break;
+        }
+        i += 2;
+    }
+    serde_json::from_slice(&rest[..=i]).ok()
+}
+
 impl SseScanner {
     /// A scanner that reads only how the stream ended ([`Findings::stream_complete`] and `stream_error`).
     pub fn outcome_only() -> SseScanner {
@@ -228,6 +257,12 @@ impl SseScanner {
         if data.is_empty() || (self.outcome_only && !may_end_stream(data)) {
             return;
         }
+        if !self.outcome_only {
+            if let Some(text) = plain_text_delta(data) {
+                self.push_text(&text);
+                return;
+            }
+        }
         let Ok(ev) = serde_json::from_slice::<Event>(data) else {
             return;
         };
@@ -254,15 +289,19 @@ impl SseScanner {
                 continue;
             };
             if raw.get().starts_with('"') {
-                // Text: kept (bounded) to look for image links that span several deltas.
                 if let Ok(text) = serde_json::from_str::<std::borrow::Cow<str>>(raw.get()) {
-                    if self.text.len() < MAX_SCANNED_TEXT {
-                        self.text.push_str(&text);
-                    }
+                    self.push_text(&text);
                 }
             } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(raw.get()) {
                 scan_content(&v, &mut self.findings, &mut self.text);
             }
+        }
+    }
+
+    /// Answer text is kept (bounded) to look for image links that span several deltas.
+    fn push_text(&mut self, text: &str) {
+        if self.text.len() < MAX_SCANNED_TEXT {
+            self.text.push_str(text);
         }
     }
 
@@ -356,6 +395,46 @@ mod tests {
         let f = s.finish();
         assert_eq!(f.stream_error.as_deref(), Some("overloaded"));
         assert!(!f.stream_complete);
+    }
+
+    /// The shortcut reads exactly the text a full parse of the event reads, or leaves the event to it.
+    #[test]
+    fn plain_text_deltas_read_as_a_full_parse_does() {
+        let full = |data: &str| -> Option<String> {
+            let ev: Event = serde_json::from_str(data).ok()?;
+            let raw = ev.choices.into_iter().next()?.delta?.content?;
+            serde_json::from_str::<String>(raw.get()).ok()
+        };
+        let taken = [
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"tok0 "},"finish_reason":null}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"choices":[{"delta":{"content":"say \"hi\" \\ back\\"}}]}"#,
+            r#"{"choices":[{"delta":{"content": "caf\u00e9 ![a](https://m/a.png)\n"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"hmm","content":"x"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"\\\\"}}]}"#,
+        ];
+        for data in taken {
+            let fast = plain_text_delta(data.as_bytes());
+            assert!(fast.is_some(), "{data}");
+            assert_eq!(fast.map(|t| t.into_owned()), full(data), "{data}");
+        }
+        let parsed = [
+            // Usage, error, finish: the full parse decides.
+            r#"{"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"choices":[{"delta":{"content":"a"},"finish_reason":"stop"}]}"#,
+            r#"{"error":{"message":"x"},"choices":[{"delta":{"content":"a"}}]}"#,
+            // Two choices, logprobs, content parts, null, no content.
+            r#"{"choices":[{"delta":{"content":"a"}},{"delta":{"content":"b"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"a"},"logprobs":{"content":[]}}]}"#,
+            r#"{"choices":[{"delta":{"content":[{"type":"text","text":"a"}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":null}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant"}}]}"#,
+            // Unterminated string.
+            r#"{"choices":[{"delta":{"content":"abc\"#,
+        ];
+        for data in parsed {
+            assert_eq!(plain_text_delta(data.as_bytes()), None, "{data}");
+        }
     }
 
     #[test]
