@@ -89,7 +89,7 @@ pub fn request_id(headers: &HeaderMap) -> RequestId {
 }
 
 /// Everything the gateway serves over HTTP: `/v1/...` straight to [`openai::serve`], every other path through
-/// axum's router. Cloning is two `Arc` bumps (one per connection).
+/// axum's router. Cloning is two `Arc` bumps (done per request).
 #[derive(Clone)]
 pub struct App {
     state: AppState,
