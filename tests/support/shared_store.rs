@@ -181,11 +181,18 @@ pub async fn two_instances_share_everything<S: Store>(store: &S) {
     .await;
     for _ in 0..6 {
         let r = b.chat(hello()).send().await.unwrap();
-        assert_eq!(r.status(), 200);
+        let from = peer(&r);
+        // The error's text says which ran out (token or egress) if this fails.
+        let status = r.status();
+        assert_eq!(
+            status,
+            200,
+            "B's request failed: {}",
+            r.text().await.unwrap_or_default()
+        );
         assert!(
-            peer(&r).starts_with("127.0.0.3"),
-            "B used the unhealthy proxy: {}",
-            peer(&r)
+            from.starts_with("127.0.0.3"),
+            "B used the unhealthy proxy: {from}"
         );
         sent += 1;
     }
