@@ -42,7 +42,7 @@ pub struct TimedBody {
     deferred: Option<Deferred>,
     /// Chunks received and not yet passed on, while the upstream connection gets one turn to hand over
     /// what it has already read.
-    held: Option<bytes::BytesMut>,
+    held: Held,
     /// Turns given since the last chunk arrived.
     yielded: u8,
     /// Turns to give before passing on held chunks: none when polling the body drives its connection.
@@ -52,6 +52,51 @@ pub struct TimedBody {
 enum Deferred {
     End,
     Error(String),
+}
+
+/// Held chunks: a lone chunk passes on as it came; only a second one is copied to join it.
+#[derive(Default)]
+enum Held {
+    #[default]
+    Nothing,
+    One(Bytes),
+    Joined(bytes::BytesMut),
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        matches!(self, Held::Nothing)
+    }
+
+    /// Adds `chunk`; the bytes held after it.
+    fn push(&mut self, chunk: Bytes) -> usize {
+        *self = match std::mem::take(self) {
+            Held::Nothing => Held::One(chunk),
+            Held::One(first) => {
+                let mut joined = bytes::BytesMut::with_capacity(first.len() + chunk.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&chunk);
+                Held::Joined(joined)
+            }
+            Held::Joined(mut joined) => {
+                joined.extend_from_slice(&chunk);
+                Held::Joined(joined)
+            }
+        };
+        match self {
+            Held::Nothing => 0,
+            Held::One(b) => b.len(),
+            Held::Joined(b) => b.len(),
+        }
+    }
+
+    fn take(&mut self) -> Bytes {
+        match std::mem::take(self) {
+            Held::Nothing => Bytes::new(),
+            Held::One(b) => b,
+            Held::Joined(b) => b.freeze(),
+        }
+    }
 }
 
 /// Chunks already waiting are joined into one frame up to this size: one write (and one wakeup of the
@@ -102,7 +147,7 @@ impl TimedBody {
             _lease: lease,
             streaming_since: std::time::Instant::now(),
             deferred: None,
-            held: None,
+            held: Held::Nothing,
             yielded: 0,
             handover_turns,
         }
@@ -204,22 +249,20 @@ impl TimedBody {
             match poll_data(&mut this.inner, cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     this.yielded = 0;
-                    let held = this.held.get_or_insert_with(bytes::BytesMut::new);
-                    held.extend_from_slice(&chunk);
-                    if held.len() >= COALESCE_MAX {
+                    if this.held.push(chunk) >= COALESCE_MAX {
                         return this.pass_on();
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let msg = format!("upstream error mid-stream: {}", super::error_chain(&*e));
-                    if this.held.is_none() {
+                    if this.held.is_empty() {
                         return this.fail("upstream_stream_error", &msg);
                     }
                     this.deferred = Some(Deferred::Error(msg));
                     return this.pass_on();
                 }
                 Poll::Ready(None) => {
-                    if this.held.is_none() {
+                    if this.held.is_empty() {
                         this.done = true;
                         this.finish(true, "");
                         return Poll::Ready(None);
@@ -227,7 +270,7 @@ impl TimedBody {
                     this.deferred = Some(Deferred::End);
                     return this.pass_on();
                 }
-                Poll::Pending if this.held.is_some() => {
+                Poll::Pending if !this.held.is_empty() => {
                     if this.yielded >= this.handover_turns {
                         return this.pass_on();
                     }
@@ -257,7 +300,7 @@ impl TimedBody {
 
     /// Passes on the held chunks as one frame and restarts the between-chunk timer.
     fn pass_on(&mut self) -> Poll<Option<Result<Bytes, std::io::Error>>> {
-        let chunk = self.held.take().unwrap_or_default().freeze();
+        let chunk = self.held.take();
         self.yielded = 0;
         let mut next = Instant::now() + self.chunk_timeout;
         if let Some(total) = self.total_deadline {

@@ -1,4 +1,5 @@
-//! The direct egress: a connection pool on hyper's connection API (`hyper::client::conn`).
+//! The direct egress: a connection pool. HTTP/1.1 connections speak our own lean client (`h1.rs`); an
+//! https upstream that offers HTTP/2 through ALPN gets hyper's HTTP/2 client connection.
 //!
 //! hyper-util's general-purpose client cost an eighth more instructions per chat request for the same job
 //! (78.0 k against 68.6 k, `bench/profile.sh chat callgrind`): it hashes the (scheme, authority) key byte by
@@ -7,34 +8,35 @@
 //! or two upstream origins, so this pool keeps them in a short list compared by string, and the answer's body
 //! puts its HTTP/1 connection back itself when it ends.
 //!
-//! What it keeps from that client: HTTP/1.1 keep-alive; HTTP/2 when an https upstream offers it through ALPN
-//! (one multiplexed connection per origin); `Host` from the URI and the request line in origin form on
-//! HTTP/1; idle connections closed after a timeout; a request whose pooled connection turned out closed
-//! before anything was written is sent again on a new connection.
+//! What it keeps from that client: HTTP/1.1 keep-alive; HTTP/2 when an https upstream offers it (one
+//! multiplexed connection per origin); `Host` from the URI and the request line in origin form on HTTP/1;
+//! idle connections closed after a timeout; a request whose pooled connection turned out closed before an
+//! answer came is sent again on a new connection.
 //!
-//! An HTTP/1 connection has no task of its own: the request that holds it drives it (see [`H1`]), in the
-//! task of the client's connection. A spawned task per connection cost a hand-over between two tasks for
-//! the request, for the answer's head and for every streamed chunk, and hyper's dispatcher re-entered for
-//! each (measured in bench/README.md, "Sixth pass"). HTTP/2 multiplexes many requests on one connection,
-//! so its connection keeps a task.
+//! An HTTP/1 connection has no task of its own: the request that holds it reads and writes it, in the task of
+//! the client's connection (see "Sixth pass" and "Seventh pass" in bench/README.md). HTTP/2 multiplexes many
+//! requests on one connection, so its connection keeps a task.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 use tower_service::Service;
+
+use super::client::BoxError;
+use super::h1;
 
 pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -49,6 +51,8 @@ pub enum DirectError {
     Handshake(#[source] hyper::Error),
     #[error("request error")]
     Send(#[source] hyper::Error),
+    #[error("request error")]
+    H1(#[source] h1::Error),
 }
 
 /// The pool of one egress (clones share it).
@@ -85,66 +89,9 @@ enum Conn {
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
-type H1Io = <Connector as Service<Uri>>::Response;
-/// Boxed: hyper's connection state is large, and it moves with the pool's entries.
-type H1Connection = Pin<Box<http1::Connection<H1Io, Full<Bytes>>>>;
-
-/// An HTTP/1 connection and its sender. Its reads and writes happen when the holder drives it
-/// ([`H1::drive`]): the request waiting for its answer, then the answer's body, then a checkout's readiness
-/// check. While it sits idle in the pool nobody drives it; a close by the upstream is seen at the next
-/// checkout or by the reaper.
-struct H1 {
-    send: http1::SendRequest<Full<Bytes>>,
-    /// `None` once the connection ended (closed, failed). Dropping it is what fails a request waiting on it.
-    conn: Option<H1Connection>,
-}
-
-impl H1 {
-    /// Lets the connection read and write what it can; `false` once it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(c) = &mut self.conn {
-            if c.as_mut().poll(cx).is_ready() {
-                self.conn = None;
-            }
-        }
-        self.conn.is_some()
-    }
-
-    /// Not known to have ended. Cheap: reads nothing (a checkout's `ready` does).
-    fn alive(&self) -> bool {
-        self.conn.is_some() && !self.send.is_closed()
-    }
-
-    /// Still open, as far as the bytes already arrived tell: reads a close the upstream sent while the
-    /// connection sat idle (no system call when nothing arrived). For the reaper.
-    fn open(&mut self) -> bool {
-        self.drive(&mut Context::from_waker(Waker::noop())) && !self.send.is_closed()
-    }
-
-    /// Drives the connection until it takes a request; `Err` when it ended instead. Driving it first also
-    /// reads a close the upstream sent while it sat idle, so no request is written onto a closed connection
-    /// (skipping that when the sender looked ready saved 1 % of a chat request's instructions; not kept).
-    async fn ready(&mut self) -> Result<(), hyper::Error> {
-        poll_fn(|cx| {
-            self.drive(cx);
-            self.send.poll_ready(cx)
-        })
-        .await
-    }
-
-    /// Sends `req` and drives the connection until the answer's head arrived.
-    async fn send(
-        &mut self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
-        let mut answer = std::pin::pin!(self.send.try_send_request(req));
-        poll_fn(|cx| {
-            self.drive(cx);
-            answer.as_mut().poll(cx)
-        })
-        .await
-    }
-}
+type H1Io = TokioIo<<Connector as Service<Uri>>::Response>;
+/// Boxed: a TLS connection's state is large, and it moves between the pool and the answer's body.
+type H1 = Box<h1::Conn<H1Io>>;
 
 impl DirectClient {
     pub fn new(connector: Connector, idle_timeout: Duration, max_idle_per_origin: usize) -> Self {
@@ -163,18 +110,20 @@ impl DirectClient {
     }
 
     /// Sends the request `make` builds (absolute URI) and returns the answer once its headers arrived. `make`
-    /// is called again only to send the request once more (see the end of the loop): copying every request
-    /// in case it is needed cost more than building it again when it is.
+    /// is called again only when HTTP/2 must send the request once more: copying every request in case it is
+    /// needed cost more than building it again when it is.
     pub async fn send(
         &self,
         make: impl Fn() -> Request<Bytes>,
     ) -> Result<Response<PooledBody>, DirectError> {
-        let req = make();
-        let (https, authority) = match (req.uri().scheme(), req.uri().authority()) {
-            (Some(s), Some(a)) => (*s == Scheme::HTTPS, a.clone()),
+        let mut req = Some(make());
+        let (https, authority) = match req
+            .as_ref()
+            .map(|r| (r.uri().scheme(), r.uri().authority()))
+        {
+            Some((Some(s), Some(a))) => (*s == Scheme::HTTPS, a.clone()),
             _ => return Err(DirectError::NotAbsolute),
         };
-        let mut req = req.map(Full::new);
         // Set once a pooled connection failed as one the upstream had closed: the pool's other idle
         // connections may be as stale (an upstream restart closes them all), so the next try connects anew.
         let mut fresh_only = false;
@@ -184,10 +133,10 @@ impl DirectClient {
             let conn = match pooled {
                 Some(c) => c,
                 // Boxed: the connect future is kilobytes, and inline it would make every request's future
-                // (moved several times by axum and tower) that large.
+                // (moved several times on its way) that large.
                 None => Box::pin(self.connect(https, &authority)).await?,
             };
-            let (sent, may_resend) = match conn {
+            match conn {
                 Conn::H2(mut c) => {
                     // Closed since it was pooled: nothing was sent, try another way.
                     if let Err(e) = c.ready().await {
@@ -198,59 +147,50 @@ impl DirectClient {
                         }
                         return Err(DirectError::Send(e));
                     }
-                    absolute_form(&mut req, https, &authority);
-                    let sent = c
-                        .try_send_request(req)
-                        .await
-                        .map(|r| r.map(|inner| PooledBody { inner, back: None }));
-                    (sent, false)
+                    let r = req.take().unwrap_or_else(&make).map(Full::new);
+                    match c.try_send_request(r).await {
+                        Ok(resp) => return Ok(resp.map(|b| PooledBody(Kind::H2(b)))),
+                        // Not sent: the connection closed as it was taken.
+                        Err(mut e) => {
+                            if reused && e.take_message().is_some() {
+                                continue;
+                            }
+                            return Err(DirectError::Send(e.into_error()));
+                        }
+                    }
                 }
                 Conn::H1(mut c) => {
-                    // A pooled connection may need a turn to finish the last answer before it takes the next.
-                    if let Err(e) = c.ready().await {
-                        if reused {
-                            continue;
-                        }
-                        return Err(DirectError::Send(e));
+                    // A close (or stray bytes) that arrived while it sat idle: no request goes onto it.
+                    if reused && !c.usable() {
+                        continue;
                     }
-                    origin_form(&mut req, host);
-                    match c.send(req).await {
+                    let r = req.get_or_insert_with(&make);
+                    match c.send(r, &host).await {
                         Ok(resp) => {
-                            let back = Return {
+                            let back = Back {
                                 pool: Arc::downgrade(&self.inner),
                                 https,
                                 authority,
-                                conn: c,
                             };
-                            let mut resp = resp.map(|inner| PooledBody {
-                                inner,
-                                back: Some(back),
+                            let mut resp = resp.map(|body| {
+                                PooledBody(Kind::H1 {
+                                    body: Some(body),
+                                    back: Some(back),
+                                })
                             });
-                            if resp.body().inner.is_end_stream() {
+                            if resp.body().is_end_stream() {
                                 resp.body_mut().give_back();
                             }
                             return Ok(resp);
                         }
-                        Err(e) => (Err(e), reused && !fresh_only),
+                        // The upstream closed a pooled connection without a byte of answer: it had closed it
+                        // while idle as we took it. The request went nowhere, so it goes out once more on a
+                        // new connection (Go's net/http does the same on a reused connection). Any other
+                        // failure is the answer.
+                        Err(h1::Error::Unanswered(_)) if reused && !fresh_only => fresh_only = true,
+                        Err(e) => return Err(DirectError::H1(e)),
                     }
                 }
-            };
-            let mut e = match sent {
-                Ok(resp) => return Ok(resp),
-                Err(e) => e,
-            };
-            match (e.take_message(), may_resend) {
-                // A pooled connection found closed before the request was written: send it on another.
-                (Some(r), _) if reused => req = r,
-                // The request was written, and the upstream closed the pooled connection without a byte of
-                // answer: it had closed an idle connection as we took it. The request went nowhere, so it
-                // goes out once more on a new connection (Go's net/http does the same on a reused
-                // connection). Any other failure is the answer.
-                (None, true) if e.error().is_incomplete_message() => {
-                    req = make().map(Full::new);
-                    fresh_only = true;
-                }
-                _ => return Err(DirectError::Send(e.into_error())),
             }
         }
     }
@@ -282,14 +222,7 @@ impl DirectClient {
                 .with_origin(https, authority, |o| o.h2 = Some(pooled));
             Ok(Conn::H2(send))
         } else {
-            let (send, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(DirectError::Handshake)?;
-            Ok(Conn::H1(H1 {
-                send,
-                conn: Some(Box::pin(conn)),
-            }))
+            Ok(Conn::H1(Box::new(h1::Conn::new(TokioIo::new(io)))))
         }
     }
 
@@ -309,7 +242,7 @@ impl Inner {
         self.origins.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A usable pooled connection, if any, and the origin's `Host` value.
+    /// A pooled connection not yet timed out, if any, and the origin's `Host` value.
     fn checkout(
         &self,
         https: bool,
@@ -338,9 +271,9 @@ impl Inner {
         if let Some(h2) = &o.h2 {
             return (Some(Conn::H2(h2.clone())), o.host.clone());
         }
-        // A connection the upstream closed while idle shows at its `ready` and is replaced there.
+        // A connection the upstream closed while idle shows at the caller's `usable` (outside this lock).
         while let Some(idle) = o.idle.pop() {
-            if idle.usable(self.idle_timeout) {
+            if idle.since.elapsed() < self.idle_timeout {
                 return (Some(Conn::H1(idle.conn)), o.host.clone());
             }
         }
@@ -356,9 +289,6 @@ impl Inner {
     }
 
     fn give_back(&self, https: bool, authority: &Authority, conn: H1) {
-        if !conn.alive() {
-            return;
-        }
         self.with_origin(https, authority, |o| {
             if o.idle.len() < self.max_idle_per_origin {
                 o.idle.push(Idle {
@@ -372,7 +302,7 @@ impl Inner {
     fn reap(&self) {
         for o in self.origins().iter_mut() {
             o.idle
-                .retain_mut(|i| i.usable(self.idle_timeout) && i.conn.open());
+                .retain_mut(|i| i.since.elapsed() < self.idle_timeout && i.conn.usable());
             o.forget_closed_h2();
         }
     }
@@ -384,12 +314,6 @@ impl Origin {
         if self.h2.as_ref().is_some_and(|h| h.is_closed()) {
             self.h2 = None;
         }
-    }
-}
-
-impl Idle {
-    fn usable(&self, idle_timeout: Duration) -> bool {
-        self.since.elapsed() < idle_timeout && self.conn.alive()
     }
 }
 
@@ -426,66 +350,50 @@ async fn reap(pool: Weak<Inner>) {
     }
 }
 
-/// HTTP/1 wants the request line in origin form (`/path?query`) and the authority in `Host`.
-fn origin_form(req: &mut Request<Full<Bytes>>, host: HeaderValue) {
-    if req.uri().scheme().is_some() {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(pq);
-    }
-    req.headers_mut().entry(http::header::HOST).or_insert(host);
-}
-
-/// HTTP/2 takes scheme and authority from the URI. Only a request first tried on HTTP/1 lacks them.
-fn absolute_form(req: &mut Request<Full<Bytes>>, https: bool, authority: &Authority) {
-    if req.uri().scheme().is_none() {
-        let mut parts = req.uri().clone().into_parts();
-        parts.scheme = Some(if https { Scheme::HTTPS } else { Scheme::HTTP });
-        parts.authority = Some(authority.clone());
-        if let Ok(uri) = Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
-        req.headers_mut().remove(http::header::HOST);
-    }
-}
-
 /// Where an HTTP/1 connection goes back to once its answer is read to the end.
-struct Return {
+struct Back {
     pool: Weak<Inner>,
     https: bool,
     authority: Authority,
-    conn: H1,
 }
 
 /// An answer's body. Read to its end, it puts its HTTP/1 connection back into the pool; dropped before, or
-/// failed, the connection closes with it (hyper cannot reuse a connection with half an answer on it).
-pub struct PooledBody {
-    inner: Incoming,
-    back: Option<Return>,
+/// failed, the connection closes with it (a connection with half an answer on it cannot take another).
+pub struct PooledBody(Kind);
+
+enum Kind {
+    /// `body` is `None` once ended and its connection given back.
+    H1 {
+        body: Option<h1::Body<H1Io>>,
+        back: Option<Back>,
+    },
+    H2(Incoming),
 }
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody")
-            .field("pooled", &self.back.is_some())
-            .finish_non_exhaustive()
+        f.write_str(match self.0 {
+            Kind::H1 { .. } => "PooledBody::H1",
+            Kind::H2(_) => "PooledBody::H2",
+        })
     }
 }
 
 impl PooledBody {
-    /// Whether reading this body drives its connection in the reader's task (HTTP/1): then a chunk already
+    /// Whether reading this body reads its connection in the reader's task (HTTP/1): then a chunk already
     /// received is decoded as soon as the body is polled, with no other task to wait for.
     pub fn drives_its_connection(&self) -> bool {
-        self.back.is_some()
+        matches!(self.0, Kind::H1 { .. })
     }
 
+    /// At the body's end: its connection goes back to the pool if it can take another request.
     fn give_back(&mut self) {
-        if let Some(r) = self.back.take() {
-            if let Some(pool) = r.pool.upgrade() {
-                pool.give_back(r.https, &r.authority, r.conn);
+        if let Kind::H1 { body, back } = &mut self.0 {
+            let conn = body.take().and_then(h1::Body::into_conn);
+            if let (Some(conn), Some(back)) = (conn, back.take()) {
+                if let Some(pool) = back.pool.upgrade() {
+                    pool.give_back(back.https, &back.authority, conn);
+                }
             }
         }
     }
@@ -493,36 +401,56 @@ impl PooledBody {
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let mut r = Pin::new(&mut this.inner).poll_frame(cx);
-        if r.is_pending() {
-            // Nothing decoded yet: the connection reads (and decodes what it already has) for this body.
-            if let Some(back) = &mut this.back {
-                back.conn.drive(cx);
-                r = Pin::new(&mut this.inner).poll_frame(cx);
-            }
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match &mut this.0 {
+            Kind::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::H1 { body: None, .. } => Poll::Ready(None),
+            Kind::H1 { body: Some(b), .. } => match b.poll_data(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(data))) => {
+                    if b.is_end_stream() {
+                        this.give_back();
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Poll::Ready(None) => {
+                    this.give_back();
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.0 = Kind::H1 {
+                        body: None,
+                        back: None,
+                    };
+                    Poll::Ready(Some(Err(Box::new(e))))
+                }
+            },
         }
-        match &r {
-            Poll::Ready(None) => this.give_back(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
-            Poll::Ready(Some(Err(_))) => this.back = None,
-            _ => {}
-        }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Kind::H2(b) => b.is_end_stream(),
+            Kind::H1 { body: None, .. } => true,
+            Kind::H1 { body: Some(b), .. } => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.0 {
+            Kind::H2(b) => b.size_hint(),
+            Kind::H1 { body: None, .. } => SizeHint::with_exact(0),
+            Kind::H1 { body: Some(b), .. } => match b.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
     }
 }
 
@@ -826,7 +754,7 @@ mod tests {
         let c = client(Duration::from_secs(90));
         let e = c.send(|| post(&url)).await.unwrap_err();
         assert!(
-            matches!(&e, DirectError::Send(h) if h.is_incomplete_message()),
+            matches!(&e, DirectError::H1(h1::Error::Unanswered(None))),
             "{e:?}"
         );
         // A new connection's failure is not retried: the request may have reached the upstream.

@@ -4,6 +4,7 @@
 mod body;
 mod client;
 mod direct;
+mod h1;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ use crate::tokens::{Outcome, TokenPool};
 
 pub use body::TimedBody;
 pub use client::{DirectOptions, SendError, UpstreamBody, UpstreamClient};
+#[doc(hidden)]
+pub use h1::read_answer_in_steps;
 
 #[derive(Debug, Error)]
 pub enum ForwardError {
@@ -584,6 +587,10 @@ impl Forwarder {
                         if buf.len() + chunk.len() > limit {
                             return Err(ForwardError::AnswerTooLarge { limit });
                         }
+                        // The whole body in one piece (the usual case with a length): no copy.
+                        if buf.is_empty() && body.is_end_stream() {
+                            return Ok(chunk);
+                        }
                         buf.extend_from_slice(&chunk);
                     }
                 }
@@ -682,15 +689,16 @@ const DROPPED_RESPONSE_HEADERS: [&str; 9] = [
     "set-cookie",
 ];
 
-/// Removes [`DROPPED_RESPONSE_HEADERS`] from an upstream answer's headers. Looks before removing: most answers
-/// carry none of them, and a scan of the names is cheaper than nine removals.
+/// Removes [`DROPPED_RESPONSE_HEADERS`] from an upstream answer's headers. Finds them before removing: most
+/// answers carry none or one (a stream's `transfer-encoding`), and a scan of the names is cheaper than nine
+/// removals by name.
 fn strip_response_headers(h: &mut HeaderMap) {
-    if h.keys()
-        .any(|n| DROPPED_RESPONSE_HEADERS.contains(&n.as_str()))
+    while let Some(name) = h
+        .keys()
+        .find(|n| DROPPED_RESPONSE_HEADERS.contains(&n.as_str()))
+        .cloned()
     {
-        for name in DROPPED_RESPONSE_HEADERS {
-            h.remove(name);
-        }
+        h.remove(&name);
     }
 }
 

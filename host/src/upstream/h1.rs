@@ -1,0 +1,697 @@
+//! HTTP/1.1 on one upstream connection, for the direct egress: the request written in one piece, the answer's
+//! head parsed with `httparse`, its body decoded (by length, chunked, or up to the close) by whoever reads it,
+//! in that reader's task.
+//!
+//! hyper's client connection did the same job with a request channel, a callback channel and a dispatcher
+//! state machine between the request and the socket, and its chunked decoder reads each chunk-size line a
+//! byte at a time. Here the head is parsed in place (header values share the read buffer) and a chunk's data
+//! is split off the read buffer without a copy. What it does not do, because the gateway never needs it:
+//! pipelining, `Expect: 100-continue`, upgrades, request bodies that stream.
+//!
+//! Framing follows RFC 9112 §6.3: no body for 1xx/204/304 answers; `Transfer-Encoding` ending in `chunked`;
+//! any other transfer coding is read up to the close; a `Content-Length` must be one number (repeats must
+//! agree); with neither, the body ends at the close. A connection goes back to the pool only when the answer
+//! ended by its framing, the upstream did not say `Connection: close` (or HTTP/1.0 without keep-alive) and
+//! no byte beyond the answer arrived.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// An answer's head may not be larger (hyper's default limit is of the same order).
+const MAX_HEAD: usize = 64 * 1024;
+/// Headers an answer may have.
+const MAX_HEADERS: usize = 100;
+/// A chunk-size line (size, extensions) may not be longer.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Trailers after the last chunk are skipped, up to this many bytes.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Free space kept in the read buffer before each read.
+const READ_SPACE: usize = 8 * 1024;
+
+/// What went wrong on an HTTP/1 connection.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// No byte of the answer arrived: the write failed, or the upstream closed or reset the connection
+    /// first. On a connection taken from the pool this is the upstream closing it while idle.
+    #[error("the upstream closed the connection without answering")]
+    Unanswered(#[source] Option<io::Error>),
+    #[error("the upstream closed the connection in the middle of the answer's head")]
+    HeadCut,
+    #[error("the upstream closed the connection before the answer's body ended")]
+    BodyCut,
+    #[error("reading the answer failed")]
+    Read(#[source] io::Error),
+    #[error("the answer's head is not valid HTTP/1.1: {0}")]
+    Head(String),
+    #[error("the answer's head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the answer's chunked body is malformed: {0}")]
+    Chunk(&'static str),
+}
+
+/// One connection and what it has read ahead.
+pub struct Conn<T> {
+    io: T,
+    buf: BytesMut,
+}
+
+/// How the answer's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(Chunked),
+    /// Everything up to the close.
+    Close,
+    Done,
+}
+
+/// Where the chunked decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes to go.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines up to an empty one; the bytes skipped so far.
+    Trailers(usize),
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
+    pub fn new(io: T) -> Conn<T> {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether the connection can take a request: reads, without waiting, what arrived while it sat idle. A
+    /// close (or any byte: nothing was asked) means no. When nothing arrived no system call is made: tokio
+    /// knows the socket is not readable.
+    pub fn usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_fill(&mut cx) {
+            Poll::Pending => self.buf.is_empty(),
+            Poll::Ready(_) => false,
+        }
+    }
+
+    /// Reads what the socket has into the buffer; `Ok(0)` is the close.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SPACE / 4 {
+            self.buf.reserve(READ_SPACE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Writes `req` (origin form, `host` unless it has a `Host`) and reads the answer's head. The body is then
+    /// read through [`Body`], which owns the connection.
+    pub async fn send(
+        mut self: Box<Self>,
+        req: &Request<Bytes>,
+        host: &HeaderValue,
+    ) -> Result<Answer<T>, Error> {
+        let wire = encode(req, host);
+        if let Err(e) = self.write(&wire).await {
+            return Err(Error::Unanswered(Some(e)));
+        }
+        let head_only = req.method() == Method::HEAD;
+        let (parts, framing, keep_alive) = poll_fn(|cx| self.poll_head(cx, head_only)).await?;
+        let body = Body {
+            conn: Some(self),
+            framing,
+            keep_alive,
+        };
+        Ok(http::Response::from_parts(parts, body))
+    }
+
+    async fn write(&mut self, wire: &[u8]) -> io::Result<()> {
+        self.io.write_all(wire).await?;
+        // A no-op on TCP; TLS holds written records until flushed.
+        self.io.flush().await
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        head_only: bool,
+    ) -> Poll<Result<(http::response::Parts, Framing, bool), Error>> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(head) = parse_head(&mut self.buf, head_only)? {
+                    return Poll::Ready(Ok(head));
+                }
+                if self.buf.len() > MAX_HEAD {
+                    return Poll::Ready(Err(Error::HeadTooLarge));
+                }
+            }
+            match self.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if self.buf.is_empty() => {
+                    return Poll::Ready(Err(Error::Unanswered(None)))
+                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::HeadCut)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) if self.buf.is_empty() => {
+                    return Poll::Ready(Err(Error::Unanswered(Some(e))))
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Read(e))),
+            }
+        }
+    }
+}
+
+pub type Answer<T> = http::Response<Body<T>>;
+
+/// The request's bytes: request line in origin form, headers, `Content-Length`, body.
+fn encode(req: &Request<Bytes>, host: &HeaderValue) -> Vec<u8> {
+    let body = req.body();
+    let mut w = Vec::with_capacity(256 + body.len());
+    w.extend_from_slice(req.method().as_str().as_bytes());
+    w.push(b' ');
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    w.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
+    w.extend_from_slice(b" HTTP/1.1\r\n");
+    let headers = req.headers();
+    if !headers.contains_key(HOST) {
+        header(&mut w, b"host", host.as_bytes());
+    }
+    for (name, value) in headers {
+        // The length is the body's, whatever the caller said.
+        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+            header(&mut w, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    let has_body_semantics = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    if !body.is_empty() || has_body_semantics {
+        let mut n = itoa::Buffer::new();
+        header(&mut w, b"content-length", n.format(body.len()).as_bytes());
+    }
+    w.extend_from_slice(b"\r\n");
+    w.extend_from_slice(body);
+    w
+}
+
+fn header(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    w.extend_from_slice(name);
+    w.extend_from_slice(b": ");
+    w.extend_from_slice(value);
+    w.extend_from_slice(b"\r\n");
+}
+
+/// Parses the answer's head off the front of `buf`, skipping interim (1xx) answers. `None`: not all of it
+/// arrived yet.
+#[allow(clippy::type_complexity)]
+fn parse_head(
+    buf: &mut BytesMut,
+    head_only: bool,
+) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
+    loop {
+        // Offsets of names and values in the head, so the values can share its bytes once it is split off.
+        // The header slots stay uninitialised: zeroing 100 of them was 6 % of a chat request.
+        let (len, code, minor, spans) = {
+            let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+            let len = match parsed {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => return Err(Error::Head(e.to_string())),
+            };
+            let base = buf.as_ptr() as usize;
+            let spans: Vec<(usize, usize, usize, usize)> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    let n = h.name.as_ptr() as usize - base;
+                    let v = h.value.as_ptr() as usize - base;
+                    (n, h.name.len(), v, h.value.len())
+                })
+                .collect();
+            (
+                len,
+                resp.code.unwrap_or(0),
+                resp.version.unwrap_or(1),
+                spans,
+            )
+        };
+        let head = buf.split_to(len).freeze();
+        let status =
+            StatusCode::from_u16(code).map_err(|_| Error::Head(format!("status {code}")))?;
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(Error::Head(
+                    "101 Switching Protocols was not asked for".into(),
+                ));
+            }
+            continue;
+        }
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for &(n, nl, v, vl) in &spans {
+            let name = HeaderName::from_bytes(&head[n..n + nl])
+                .map_err(|_| Error::Head("a header name is not valid".into()))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
+                .map_err(|_| Error::Head(format!("the value of {name} is not valid")))?;
+            headers.append(name, value);
+        }
+        let version = if minor == 1 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        let (framing, mut keep_alive) = framing(&headers, status, head_only)?;
+        keep_alive &= match version {
+            Version::HTTP_11 => !has_token(&headers, CONNECTION, "close"),
+            _ => has_token(&headers, CONNECTION, "keep-alive"),
+        };
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        return Ok(Some((parts, framing, keep_alive)));
+    }
+}
+
+/// The body's framing, and whether it leaves the connection reusable as far as framing goes.
+fn framing(
+    headers: &HeaderMap,
+    status: StatusCode,
+    head_only: bool,
+) -> Result<(Framing, bool), Error> {
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Done, true));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let chunked = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        // With a Content-Length as well, the sender may be confused: read this answer, keep no connection.
+        let clean = chunked && !headers.contains_key(CONTENT_LENGTH);
+        return Ok(match chunked {
+            true => (Framing::Chunked(Chunked::Size), clean),
+            false => (Framing::Close, false),
+        });
+    }
+    let mut length = None;
+    for v in headers.get_all(CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let n = parse_decimal(part.trim_ascii())
+                .ok_or_else(|| Error::Head("Content-Length is not a number".into()))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Head("Content-Length values disagree".into()));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Done, true),
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::Close, false),
+    })
+}
+
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// An answer's body; it owns the connection until the body ended.
+pub struct Body<T> {
+    conn: Option<Box<Conn<T>>>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Body<T> {
+    /// The next piece of the body, `None` at its end.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        loop {
+            let Some(conn) = &mut self.conn else {
+                return Poll::Ready(None);
+            };
+            if !conn.buf.is_empty() {
+                match decode(&mut self.framing, &mut conn.buf) {
+                    Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.conn = None;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+            }
+            if self.framing == Framing::Done {
+                return Poll::Ready(None);
+            }
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if self.framing == Framing::Close => {
+                    self.framing = Framing::Done;
+                    self.keep_alive = false;
+                }
+                Poll::Ready(Ok(0)) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(Error::BodyCut)));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(Error::Read(e))));
+                }
+            }
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    /// Bytes still to come, when the length says.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The connection, once the body ended and it can take another request.
+    pub fn into_conn(mut self) -> Option<Box<Conn<T>>> {
+        let conn = self.conn.take()?;
+        (self.framing == Framing::Done && self.keep_alive && conn.buf.is_empty()).then_some(conn)
+    }
+}
+
+/// Takes the next piece of body data off `buf`, or advances the framing as far as `buf` allows (`None`: more
+/// bytes are needed, or the body ended: see `framing`).
+fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+    match framing {
+        Framing::Done => Ok(None),
+        Framing::Close => Ok(Some(buf.split().freeze())),
+        Framing::Length(left) => {
+            let take = (*left).min(buf.len() as u64);
+            *left -= take;
+            if *left == 0 {
+                *framing = Framing::Done;
+            }
+            Ok(Some(buf.split_to(take as usize).freeze()))
+        }
+        Framing::Chunked(state) => loop {
+            match state {
+                Chunked::Size => {
+                    let Some(eol) = memchr::memchr(b'\n', buf) else {
+                        return match buf.len() > MAX_CHUNK_LINE {
+                            true => Err(Error::Chunk("chunk-size line too long")),
+                            false => Ok(None),
+                        };
+                    };
+                    let size = chunk_size(&buf[..eol])?;
+                    let _ = buf.split_to(eol + 1);
+                    *state = match size {
+                        0 => Chunked::Trailers(0),
+                        n => Chunked::Data(n),
+                    };
+                }
+                Chunked::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (*left).min(buf.len() as u64);
+                    *left -= take;
+                    if *left == 0 {
+                        *state = Chunked::DataEnd;
+                    }
+                    return Ok(Some(buf.split_to(take as usize).freeze()));
+                }
+                Chunked::DataEnd => match buf.first() {
+                    None => return Ok(None),
+                    Some(b'\n') => {
+                        let _ = buf.split_to(1);
+                        *state = Chunked::Size;
+                    }
+                    Some(b'\r') if buf.len() < 2 => return Ok(None),
+                    Some(b'\r') if buf[1] == b'\n' => {
+                        let _ = buf.split_to(2);
+                        *state = Chunked::Size;
+                    }
+                    Some(_) => return Err(Error::Chunk("chunk data not followed by CRLF")),
+                },
+                Chunked::Trailers(skipped) => {
+                    let Some(eol) = memchr::memchr(b'\n', buf) else {
+                        return match *skipped + buf.len() > MAX_TRAILERS {
+                            true => Err(Error::Chunk("trailers too long")),
+                            false => Ok(None),
+                        };
+                    };
+                    let line = buf.split_to(eol + 1);
+                    if line.len() <= 2 && line.trim_ascii().is_empty() {
+                        *framing = Framing::Done;
+                        return Ok(None);
+                    }
+                    *skipped += line.len();
+                    if *skipped > MAX_TRAILERS {
+                        return Err(Error::Chunk("trailers too long"));
+                    }
+                }
+            }
+        },
+    }
+}
+
+/// A chunk-size line without its `\n`: hex digits, then optional extensions after `;`, then `\r`.
+fn chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(Error::Chunk("chunk size is not a hex number"));
+    }
+    let mut n = 0u64;
+    for &b in digits {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return Err(Error::Chunk("chunk size is not a hex number")),
+        };
+        n = n * 16 + u64::from(d);
+    }
+    Ok(n)
+}
+
+/// Reads `wire` as an answer (head, then body) arriving in pieces of `step` bytes, as reads would bring it;
+/// the body's bytes, or `None` when the pieces end before the head does. For the fuzz target and tests: what
+/// an upstream sends is untrusted input.
+#[doc(hidden)]
+pub fn read_answer_in_steps(wire: &[u8], step: usize) -> Result<Option<Vec<u8>>, Error> {
+    let mut buf = BytesMut::new();
+    let mut pieces = wire.chunks(step.max(1));
+    let mut framing = loop {
+        if let Some((_, framing, _)) = parse_head(&mut buf, false)? {
+            break framing;
+        }
+        match pieces.next() {
+            Some(p) => buf.extend_from_slice(p),
+            None => return Ok(None),
+        }
+    };
+    let mut body = Vec::new();
+    loop {
+        while !buf.is_empty() {
+            match decode(&mut framing, &mut buf)? {
+                Some(data) => body.extend_from_slice(&data),
+                None => break,
+            }
+        }
+        match pieces.next() {
+            Some(p) if framing != Framing::Done => buf.extend_from_slice(p),
+            _ => return Ok(Some(body)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `wire` fed in pieces of `step` bytes; the body's bytes and whether it ended.
+    fn decode_in_steps(
+        mut framing: Framing,
+        wire: &[u8],
+        step: usize,
+    ) -> Result<(Vec<u8>, bool, usize), Error> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in wire.chunks(step) {
+            buf.extend_from_slice(piece);
+            while let Some(data) = decode(&mut framing, &mut buf)? {
+                if data.is_empty() {
+                    break;
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok((out, framing == Framing::Done, buf.len()))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_alike_however_the_bytes_arrive() {
+        let wire =
+            b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        for step in 1..=wire.len() {
+            let (body, ended, left) =
+                decode_in_steps(Framing::Chunked(Chunked::Size), wire, step).unwrap();
+            assert_eq!(body, b"hello 0123456789", "step {step}");
+            assert!(ended, "step {step}");
+            assert_eq!(
+                left, 4,
+                "the next answer's bytes stay in the buffer (step {step})"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors() {
+        for wire in [
+            &b"zz\r\nhello\r\n"[..],
+            b"5\r\nhelloXX",
+            b"\r\n",
+            b"1000000000000000\r\n",
+        ] {
+            let r = decode_in_steps(Framing::Chunked(Chunked::Size), wire, wire.len());
+            assert!(
+                matches!(r, Err(Error::Chunk(_))),
+                "{:?}: {r:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let long = vec![b'1'; MAX_CHUNK_LINE + 1];
+        assert!(decode_in_steps(Framing::Chunked(Chunked::Size), &long, 512).is_err());
+    }
+
+    #[test]
+    fn answers_read_alike_however_the_bytes_arrive() {
+        let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        for step in 1..=wire.len() {
+            let body = read_answer_in_steps(wire, step).unwrap();
+            assert_eq!(body.as_deref(), Some(&b"abcde"[..]), "step {step}");
+        }
+        let cut = &wire[..10];
+        assert_eq!(read_answer_in_steps(cut, 3).unwrap(), None);
+    }
+
+    #[test]
+    fn a_length_body_stops_at_its_length() {
+        let (body, ended, left) = decode_in_steps(Framing::Length(5), b"helloHTTP/1.1", 3).unwrap();
+        assert_eq!(body, b"hello");
+        assert!(ended);
+        assert_eq!(left, 8);
+    }
+
+    fn head(wire: &[u8]) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
+        parse_head(&mut BytesMut::from(wire), false)
+    }
+
+    #[test]
+    fn heads_give_status_headers_framing_and_reuse() {
+        let (p, f, keep) = head(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\nX-A: 1\r\nX-A: 2\r\n\r\n").unwrap().unwrap();
+        assert_eq!(p.status, 200);
+        assert_eq!(p.headers["content-type"], "application/json");
+        assert_eq!(p.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!((f, keep), (Framing::Length(12), true));
+
+        let (_, f, keep) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((f, keep), (Framing::Chunked(Chunked::Size), true));
+        let (_, f, keep) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((f, keep), (Framing::Close, false));
+        let (_, f, keep) = head(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap();
+        assert_eq!((f, keep), (Framing::Close, false));
+        let (_, _, keep) =
+            head(b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert!(!keep);
+        let (_, _, keep) = head(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!keep);
+        let (p, f, _) = head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.status.as_u16(), f), (204, Framing::Done));
+        let (_, f, _) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(f, Framing::Length(7));
+        assert!(head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_heads_are_errors() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+        ] {
+            assert!(head(wire).is_err(), "{}", String::from_utf8_lossy(wire));
+        }
+    }
+
+    #[test]
+    fn requests_go_out_in_origin_form_with_host_and_length() {
+        let req = Request::post("http://up.example:8080/v1/chat?x=1")
+            .header("authorization", "Bearer t")
+            .header("content-length", "999")
+            .body(Bytes::from_static(b"{}"))
+            .unwrap();
+        let wire = encode(&req, &HeaderValue::from_static("up.example:8080"));
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "POST /v1/chat?x=1 HTTP/1.1\r\nhost: up.example:8080\r\nauthorization: Bearer t\r\ncontent-length: 2\r\n\r\n{}"
+        );
+        let get = Request::get("http://up/").body(Bytes::new()).unwrap();
+        let wire = encode(&get, &HeaderValue::from_static("up"));
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "GET / HTTP/1.1\r\nhost: up\r\n\r\n"
+        );
+    }
+}
