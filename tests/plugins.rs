@@ -598,6 +598,67 @@ fn compiled_components_are_cached_across_restarts() {
     ));
 }
 
+/// The gateway compiles a plugin in a child process (`grok2api __compile-plugin`, the component on stdin), so
+/// compiling leaves nothing behind in its own memory; what the child writes must be what the registry loads.
+#[test]
+fn the_compiler_process_writes_the_cache_entry_the_registry_loads() {
+    let wasm = need!("least-latency");
+    let dir = tempfile::tempdir().unwrap();
+    install(&wasm, dir.path(), "ll");
+    // The entry's name (hash and engine tag) as the registry makes it; then it is gone again.
+    drop(registry(dir.path(), "selector = \"ll\"\n").load_all());
+    let entry = std::fs::read_dir(dir.path().join(".cache"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    std::fs::remove_file(&entry).unwrap();
+
+    let compile = |input: &[u8], out: &Path| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_grok2api"))
+            .args([
+                "__compile-plugin",
+                "--memory-bytes",
+                &(32usize << 20).to_string(),
+            ])
+            .arg(out)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = compile(&std::fs::read(&wasm).unwrap(), &entry);
+    assert_eq!(code, Some(0), "{err}");
+    let r = registry(dir.path(), "selector = \"ll\"\n");
+    assert!(matches!(
+        r.load_all()[0].1,
+        LoadOutcome::Loaded {
+            source: CompileSource::Cache,
+            ..
+        }
+    ));
+    assert_eq!(
+        r.selector().unwrap().select(&req("m", None), &twenty()),
+        Ok(Selection::Use(19))
+    );
+
+    // Not a component: exit 1 and wasmtime's message (the registry reports it as "not a valid component: …"),
+    // nothing written.
+    let bad = dir.path().join(".cache").join("bad.cwasm");
+    let (code, err) = compile(b"\0asm this is not wasm", &bad);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("failed to parse WebAssembly"), "{err}");
+    assert!(!bad.exists());
+}
+
 #[tokio::test]
 async fn gateway_lists_reloads_and_enables_plugins() {
     let wasm = need!("least-latency");

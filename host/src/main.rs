@@ -80,6 +80,14 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Internal: the gateway runs this to compile a plugin (the component on stdin) into `out`, so compiling
+    /// leaves nothing behind in the gateway's memory.
+    #[command(name = "__compile-plugin", hide = true)]
+    CompilePlugin {
+        #[arg(long)]
+        memory_bytes: usize,
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,6 +136,23 @@ fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Check { file, init_config },
         } => plugin_check(&env, &file, init_config),
+        Command::CompilePlugin { memory_bytes, out } => compile_plugin(memory_bytes, &out),
+    }
+}
+
+fn compile_plugin(memory_bytes: usize, out: &std::path::Path) -> ExitCode {
+    use std::io::Read;
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("cannot read the component: {e}");
+        return ExitCode::from(2);
+    }
+    match grok2api::plugins::compile_child(memory_bytes, &input, out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
     }
 }
 
@@ -166,6 +191,9 @@ fn serve(env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
     );
     for w in &startup.warnings {
         tracing::warn!("{w}");
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        grok2api::plugins::compile_in_child_process(exe);
     }
     let rt = match runtime(startup.workers) {
         Ok(rt) => rt,

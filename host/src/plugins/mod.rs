@@ -21,7 +21,9 @@ mod webhook;
 
 use thiserror::Error;
 
-pub use engine::{CompileSource, Kind, PluginInfo};
+pub use engine::{
+    child_exit, compile_child, compile_in_child_process, CompileSource, Kind, PluginInfo,
+};
 pub use pool_parser::WasmPoolParser;
 pub use registry::{
     check_file, CheckError, CheckReport, Hook, LoadOutcome, PluginStatus, Registry, State,
