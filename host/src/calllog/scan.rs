@@ -172,20 +172,48 @@ pub struct SseScanner {
     outcome_only: bool,
 }
 
+// Finders are built once: building one per event cost more than the search.
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+static DONE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"[DONE]"));
+
 /// Whether an event can end the stream or carry an error: an `"error"` key, or a `finish_reason` that is not
 /// `null`. Parsing every event was most of a streamed call's instructions with the call log off.
 fn may_end_stream(data: &[u8]) -> bool {
-    // Finders are built once: building one per event cost more than the search.
-    static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
-    static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
     if ERROR.find(data).is_some() {
         return true;
     }
-    FINISH.find_iter(data).any(|i| {
-        let rest = data[i + FINISH.needle().len()..].trim_ascii_start();
-        let value = rest.strip_prefix(b":").unwrap_or(rest).trim_ascii_start();
-        !value.starts_with(b"null")
-    })
+    FINISH
+        .find_iter(data)
+        .any(|i| finish_is_set(&data[i + FINISH.needle().len()..]))
+}
+
+/// What follows a `"finish_reason"` key (up to the end of its line) gives it a value other than `null`.
+fn finish_is_set(after_key: &[u8]) -> bool {
+    let rest = after_key.trim_ascii_start();
+    let value = rest.strip_prefix(b":").unwrap_or(rest).trim_ascii_start();
+    !value.starts_with(b"null")
+}
+
+/// Where, in `block` (whole lines), the first line starts that [`SseScanner::line_done`] would act on in
+/// outcome-only mode: one with `"error"`, a set `finish_reason` or `[DONE]` (`None`: no such line). Three
+/// searches over the block instead of two per event: the upstream's events mostly arrive many per read,
+/// and a stream's outcome is in its last ones. It may name a line too early, never too late.
+fn first_line_that_may_end(block: &[u8]) -> Option<usize> {
+    let mut hit = match (ERROR.find(block), DONE.find(block)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let before = &block[..hit.unwrap_or(block.len())];
+    for i in FINISH.find_iter(before) {
+        let after = &block[i + FINISH.needle().len()..];
+        let line_end = memchr::memchr(b'\n', after).unwrap_or(after.len());
+        if finish_is_set(&after[..line_end]) {
+            hit = Some(i);
+            break;
+        }
+    }
+    hit.map(|h| memchr::memrchr(b'\n', &block[..h]).map_or(0, |j| j + 1))
 }
 
 /// The text of an event that is nothing but a text delta — one `"content": "<string>"`, no usage, no error,
@@ -228,6 +256,13 @@ impl SseScanner {
 
     pub fn feed(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
+        // Outcome only, at a line boundary: the whole lines before the first that can matter are skipped.
+        if self.outcome_only && self.line.is_empty() {
+            if let Some(last) = memchr::memrchr(b'\n', chunk) {
+                let block = &chunk[..=last];
+                rest = &chunk[first_line_that_may_end(block).unwrap_or(block.len())..];
+            }
+        }
         while let Some(i) = memchr::memchr(b'\n', rest) {
             let (part, tail) = rest.split_at(i + 1);
             rest = tail;
@@ -386,6 +421,43 @@ mod tests {
         let mut s = SseScanner::outcome_only();
         s.feed(b"data: [DONE]\n\n");
         assert!(s.finish().stream_complete);
+    }
+
+    /// Skipping whole lines in a block decides exactly as reading each line does, wherever reads split.
+    #[test]
+    fn outcome_only_skips_lines_without_changing_the_outcome() {
+        let delta =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]}\n\n";
+        let streams = [
+            format!("{delta}{delta}data: {{\"choices\":[{{\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n{delta}"),
+            format!("{delta}{delta}data: [DONE]\n\n"),
+            format!("{delta}data: {{\"error\":{{\"message\":\"first\"}}}}\n\n{delta}data: {{\"error\":{{\"message\":\"last\"}}}}\n\n"),
+            format!("{delta}{delta}"),
+            // A key at a line's end: set as far as the line tells, whatever the next line holds.
+            format!("{delta}data: {{\"finish_reason\"\nnull\n\n{delta}"),
+            format!(": comment [DONE]\n{delta}data: {{\"finish_reason\" : null, \"finish_reason\": \"length\"}}\r\n\r\n"),
+        ];
+        for stream in &streams {
+            let line_by_line = {
+                let mut s = SseScanner::outcome_only();
+                for line in stream.split_inclusive('\n') {
+                    s.line_done(line.as_bytes());
+                }
+                s.finish()
+            };
+            for step in 1..=stream.len() {
+                let mut s = SseScanner::outcome_only();
+                for piece in stream.as_bytes().chunks(step) {
+                    s.feed(piece);
+                }
+                let f = s.finish();
+                assert_eq!(
+                    (f.stream_complete, &f.stream_error),
+                    (line_by_line.stream_complete, &line_by_line.stream_error),
+                    "{stream:?} in pieces of {step}"
+                );
+            }
+        }
     }
 
     #[test]
