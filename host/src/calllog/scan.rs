@@ -27,23 +27,26 @@ struct Usage {
     completion_tokens: Option<u64>,
 }
 
+/// A whole answer, read with borrowed strings: the message text is scanned where it lies in the body.
 #[derive(Deserialize)]
-struct Answer {
-    #[serde(default)]
-    choices: Vec<Choice>,
+struct Answer<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<Choice<'a>>,
     #[serde(default)]
     data: Vec<ImageData>,
     usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
-struct Choice {
-    message: Option<Message>,
+struct Choice<'a> {
+    #[serde(borrow)]
+    message: Option<Message<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Message {
-    content: Option<serde_json::Value>,
+struct Message<'a> {
+    #[serde(borrow)]
+    content: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -80,8 +83,18 @@ pub fn scan_json(body: &[u8]) -> Findings {
         }
     }
     for c in a.choices {
-        if let Some(content) = c.message.and_then(|m| m.content) {
-            scan_content(&content, &mut f, &mut String::new());
+        let Some(raw) = c.message.and_then(|m| m.content) else {
+            continue;
+        };
+        // Text (the usual case): searched in place, unescaped only when it has escapes. Parts: as a tree.
+        if raw.get().starts_with('"') {
+            if let Ok(text) = serde_json::from_str::<std::borrow::Cow<str>>(raw.get()) {
+                for u in markdown_images(&text) {
+                    f.push_url(u);
+                }
+            }
+        } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(raw.get()) {
+            scan_content(&v, &mut f, &mut String::new());
         }
     }
     f
@@ -368,6 +381,9 @@ mod tests {
         let f = scan_json(body);
         assert_eq!(f.media_urls, vec!["https://m/cat.png"]);
         assert_eq!((f.prompt_tokens, f.completion_tokens), (Some(5), Some(7)));
+        // Without escapes the text is read in place; a message with null content is skipped.
+        let body = br#"{"choices":[{"message":{"content":null}},{"message":{"content":"![a](https://m/b.png)"}}]}"#;
+        assert_eq!(scan_json(body).media_urls, vec!["https://m/b.png"]);
     }
 
     #[test]
