@@ -127,7 +127,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             return Err(Error::Unanswered(Some(e)));
         }
         let head_only = req.method() == Method::HEAD;
-        let (parts, framing, keep_alive) = poll_fn(|cx| self.poll_head(cx, head_only)).await?;
+        // Whether any byte came back: an interim (1xx) answer is consumed, but it was an answer.
+        let mut answered = false;
+        let (parts, framing, keep_alive) =
+            poll_fn(|cx| self.poll_head(cx, head_only, &mut answered)).await?;
         let body = Body {
             conn: Some(self),
             framing,
@@ -147,6 +150,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         &mut self,
         cx: &mut Context<'_>,
         head_only: bool,
+        answered: &mut bool,
     ) -> Poll<Result<(http::response::Parts, Framing, bool), Error>> {
         loop {
             if !self.buf.is_empty() {
@@ -159,12 +163,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             }
             match self.poll_fill(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) if self.buf.is_empty() => {
+                Poll::Ready(Ok(0)) if !*answered => {
                     return Poll::Ready(Err(Error::Unanswered(None)))
                 }
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::HeadCut)),
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) if self.buf.is_empty() => {
+                Poll::Ready(Ok(_)) => *answered = true,
+                Poll::Ready(Err(e)) if !*answered => {
                     return Poll::Ready(Err(Error::Unanswered(Some(e))))
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Read(e))),
