@@ -1,6 +1,6 @@
-//! The HTTP client an upstream call goes out on: our own pool on hyper's connection API for direct egress
-//! (`direct.rs`), reqwest for egress through a forward proxy (HTTP CONNECT/absolute-form, SOCKS5), behind one
-//! `send`.
+//! The HTTP client an upstream call goes out on: our own pool and HTTP/1.1 connection for direct egress
+//! (`direct.rs`, `h1.rs`; hyper for HTTP/2), reqwest for egress through a forward proxy (HTTP
+//! CONNECT/absolute-form, SOCKS5), behind one `send`.
 //!
 //! Direct is the common case and the hot path: reqwest 0.12 formats every request URI and parses it back into
 //! a `Url` twice (redirect policy, response URL), about an eighth of the gateway's instructions per request.
