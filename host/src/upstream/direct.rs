@@ -737,34 +737,45 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
-    /// An interim `100 Continue` is an answer: a pooled connection closed after it is not "closed while idle",
-    /// so the request is not sent again.
-    #[tokio::test]
-    async fn a_close_after_an_interim_answer_is_not_resent() {
+    /// A raw TCP upstream that runs `script` on each connection it accepts, and counts them.
+    async fn scripted<F, Fut>(script: F) -> (String, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1/chat", l.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
             loop {
-                let (mut s, _) = l.accept().await.unwrap();
+                let (s, _) = l.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut tmp = [0u8; 4096];
-                    // The first request is answered in full, the second gets only an interim answer.
-                    if s.read(&mut tmp).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
-                        .await;
-                    if s.read(&mut tmp).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-                });
+                tokio::spawn(script(s));
             }
         });
+        (url, accepted)
+    }
+
+    /// An interim `100 Continue` is an answer: a pooled connection closed after it is not "closed while idle",
+    /// so the request is not sent again.
+    #[tokio::test]
+    async fn a_close_after_an_interim_answer_is_not_resent() {
+        let (url, accepted) = scripted(|mut s| async move {
+            let mut tmp = [0u8; 4096];
+            // The first request is answered in full, the second gets only an interim answer.
+            if s.read(&mut tmp).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+                .await;
+            if s.read(&mut tmp).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        })
+        .await;
         let c = client(Duration::from_secs(90));
         assert_eq!(call(&c, &url).await, "hello");
         let e = c.send(|| post(&url)).await.unwrap_err();
@@ -774,18 +785,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_upstream_that_hangs_up_unanswered_fails_the_request_once() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/v1/chat", l.local_addr().unwrap());
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = l.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                let mut tmp = [0u8; 4096];
-                let _ = s.read(&mut tmp).await;
-            }
-        });
+        // Reads the request, then closes without a byte.
+        let (url, accepted) = scripted(|mut s| async move {
+            let _ = s.read(&mut [0u8; 4096]).await;
+        })
+        .await;
         let c = client(Duration::from_secs(90));
         let e = c.send(|| post(&url)).await.unwrap_err();
         assert!(
