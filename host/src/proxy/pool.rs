@@ -163,7 +163,10 @@ pub struct ProxyEntry {
     pub(crate) next_check_ms: AtomicI64,
     pub(crate) checking: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Health probes go through reqwest.
     client: reqwest::Client,
+    /// Requests: our pool through this proxy (reqwest's client for an `https://` proxy).
+    upstream: UpstreamClient,
 }
 
 impl std::fmt::Debug for ProxyEntry {
@@ -199,6 +202,17 @@ impl ProxyEntry {
             .filter(|p| !p.is_empty())
             .map(str::to_string);
         let client = build_client(Some(&url), opts)?;
+        let upstream = UpstreamClient::through_proxy(
+            &url,
+            DirectOptions {
+                connect_timeout: opts.connect_timeout,
+            },
+        )
+        .map_err(|e| ProxyError::Invalid {
+            masked: mask_proxy_url(&url),
+            reason: e.to_string(),
+        })?
+        .unwrap_or_else(|| UpstreamClient::Reqwest(client.clone()));
         Ok(ProxyEntry {
             masked: Arc::from(mask_proxy_url(&url)),
             url: Arc::from(url),
@@ -222,6 +236,7 @@ impl ProxyEntry {
             checking: AtomicBool::new(false),
             last_error: Mutex::new(None),
             client,
+            upstream,
         })
     }
 
@@ -472,7 +487,7 @@ pub struct ProxyPool {
     edit: Mutex<()>,
     pub(crate) bindings: Bindings,
     rr: AtomicUsize,
-    /// The direct egress: hyper's lean client (proxies keep reqwest, see `upstream/client.rs`).
+    /// The direct egress: our pool (see `upstream/client.rs`).
     direct: UpstreamClient,
     /// A plugin selector; `None` = the built-in rule, run directly on the entries.
     selector: ArcSwapOption<SelectorSlot>,
@@ -687,7 +702,7 @@ impl ProxyPool {
         match p {
             Pick::Proxy(e) => Egress {
                 proxy: Some(e.masked.clone()),
-                client: UpstreamClient::Proxied(e.client.clone()),
+                client: e.upstream.clone(),
                 entry: Some(e),
             },
             Pick::Direct => Egress {

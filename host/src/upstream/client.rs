@@ -1,10 +1,10 @@
-//! The HTTP client an upstream call goes out on: our own pool and HTTP/1.1 connection for direct egress
-//! (`direct.rs`, `h1.rs`; hyper for HTTP/2), reqwest for egress through a forward proxy (HTTP
-//! CONNECT/absolute-form, SOCKS5), behind one `send`.
+//! The HTTP client an upstream call goes out on, behind one `send`: our own pool and HTTP/1.1 connection
+//! (`direct.rs`, `h1.rs`; hyper for HTTP/2), straight or through an HTTP or SOCKS5 forward proxy
+//! (`egress.rs`); reqwest only through an `https://` proxy (TLS to the proxy itself).
 //!
-//! Direct is the common case and the hot path: reqwest 0.12 formats every request URI and parses it back into
-//! a `Url` twice (redirect policy, response URL), about an eighth of the gateway's instructions per request.
-//! The direct pool takes a prebuilt `http::Uri` as is. Proxies keep reqwest, which knows how to speak to them.
+//! reqwest 0.12 formats every request URI and parses it back into a `Url` twice (redirect policy, response
+//! URL), about an eighth of the gateway's instructions per request, and runs each connection in a task of its
+//! own. The pool takes a prebuilt `http::Uri` as is.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use thiserror::Error;
 
 use super::direct::{DirectClient, DirectError, PooledBody};
+use super::egress::{EgressConnector, Via, ViaError};
 
 /// Boxed so the two clients' body errors are one type; allocated only when a body fails.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,17 +24,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The client of one egress. Cloning is cheap (shared pools).
 #[derive(Clone)]
 pub enum UpstreamClient {
-    /// No proxy: our pool (HTTP/1.1 keep-alive; HTTP/2 when an https upstream offers it).
-    Direct(DirectClient),
-    /// Through a forward proxy.
-    Proxied(reqwest::Client),
+    /// Our pool (HTTP/1.1 keep-alive; HTTP/2 when an https upstream offers it), direct or through a proxy.
+    Pool(DirectClient),
+    /// Through an `https://` forward proxy.
+    Reqwest(reqwest::Client),
 }
 
 impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            UpstreamClient::Direct(_) => "UpstreamClient::Direct",
-            UpstreamClient::Proxied(_) => "UpstreamClient::Proxied",
+            UpstreamClient::Pool(_) => "UpstreamClient::Pool",
+            UpstreamClient::Reqwest(_) => "UpstreamClient::Reqwest",
         })
     }
 }
@@ -42,17 +43,17 @@ impl std::fmt::Debug for UpstreamClient {
 #[derive(Debug, Error)]
 pub enum SendError {
     #[error(transparent)]
-    Direct(#[from] DirectError),
+    Pool(#[from] DirectError),
     #[error(transparent)]
-    Proxied(#[from] reqwest::Error),
+    Reqwest(#[from] reqwest::Error),
 }
 
 impl SendError {
     /// The connect timeout fired.
     pub fn is_timeout(&self) -> bool {
         match self {
-            SendError::Proxied(e) => e.is_timeout(),
-            SendError::Direct(e) => {
+            SendError::Reqwest(e) => e.is_timeout(),
+            SendError::Pool(e) => {
                 let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
                 while let Some(c) = cur {
                     if c.downcast_ref::<std::io::Error>()
@@ -75,10 +76,30 @@ pub struct DirectOptions {
 }
 
 impl UpstreamClient {
-    /// The direct client: TCP_NODELAY, the connect timeout, TCP keep-alive and user timeout as reqwest sets
-    /// them, idle pooled connections closed after 90 s, https with the webpki roots (as reqwest's `rustls-tls`)
-    /// and ALPN h2/http1.1. Redirects are never followed (this client has no redirect logic at all).
+    /// The direct client: see [`UpstreamClient::via`].
     pub fn direct(opts: DirectOptions) -> Result<UpstreamClient, rustls::Error> {
+        Self::via(&Via::Direct, opts)
+    }
+
+    /// The client through the proxy at `url` (with any credentials in it); `Ok(None)` for an `https://` proxy,
+    /// which needs reqwest.
+    pub fn through_proxy(
+        url: &str,
+        opts: DirectOptions,
+    ) -> Result<Option<UpstreamClient>, ViaError> {
+        match Via::from_proxy_url(url)? {
+            Some(via) => Self::via(&via, opts)
+                .map(Some)
+                .map_err(|e| ViaError::new(format!("TLS setup: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Our pool, the way `via` says: TCP_NODELAY, the connect timeout (which also bounds a proxy's handshake),
+    /// TCP keep-alive and user timeout as reqwest sets them, idle pooled connections closed after 90 s, https
+    /// with the webpki roots (as reqwest's `rustls-tls`) and ALPN h2/http1.1. Redirects are never followed
+    /// (this client has no redirect logic at all).
+    fn via(via: &Via, opts: DirectOptions) -> Result<UpstreamClient, rustls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -91,9 +112,10 @@ impl UpstreamClient {
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
-        Ok(UpstreamClient::Direct(DirectClient::new(
+            .wrap_connector(EgressConnector::new(http, via, opts.connect_timeout));
+        Ok(UpstreamClient::Pool(DirectClient::new(
             https,
+            via.forwards_plain_http(),
             Duration::from_secs(90),
             1024,
         )))
@@ -106,14 +128,14 @@ impl UpstreamClient {
         make: impl Fn() -> http::Request<Bytes>,
     ) -> Result<http::Response<UpstreamBody>, SendError> {
         match self {
-            UpstreamClient::Direct(c) => {
+            UpstreamClient::Pool(c) => {
                 let resp = c.send(make).await?;
-                Ok(resp.map(UpstreamBody::Direct))
+                Ok(resp.map(UpstreamBody::Pool))
             }
-            UpstreamClient::Proxied(c) => {
+            UpstreamClient::Reqwest(c) => {
                 let req = reqwest::Request::try_from(make())?;
                 let resp = c.execute(req).await?;
-                Ok(http::Response::from(resp).map(UpstreamBody::Proxied))
+                Ok(http::Response::from(resp).map(UpstreamBody::Reqwest))
             }
         }
     }
@@ -121,14 +143,14 @@ impl UpstreamClient {
 
 /// An answer's body from either client.
 pub enum UpstreamBody {
-    Direct(PooledBody),
-    Proxied(reqwest::Body),
+    Pool(PooledBody),
+    Reqwest(reqwest::Body),
 }
 
 impl UpstreamBody {
     /// See [`PooledBody::drives_its_connection`]; reqwest's and HTTP/2 connections have their own tasks.
     pub fn drives_its_connection(&self) -> bool {
-        matches!(self, UpstreamBody::Direct(b) if b.drives_its_connection())
+        matches!(self, UpstreamBody::Pool(b) if b.drives_its_connection())
     }
 }
 
@@ -141,22 +163,22 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Direct(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Proxied(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Pool(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Reqwest(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Direct(b) => b.is_end_stream(),
-            UpstreamBody::Proxied(b) => b.is_end_stream(),
+            UpstreamBody::Pool(b) => b.is_end_stream(),
+            UpstreamBody::Reqwest(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Direct(b) => b.size_hint(),
-            UpstreamBody::Proxied(b) => b.size_hint(),
+            UpstreamBody::Pool(b) => b.size_hint(),
+            UpstreamBody::Reqwest(b) => b.size_hint(),
         }
     }
 }

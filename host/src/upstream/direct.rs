@@ -30,15 +30,16 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
-use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 use tower_service::Service;
 
 use super::client::BoxError;
+use super::egress::EgressConnector;
 use super::h1;
 
-pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+pub type Connector = hyper_rustls::HttpsConnector<EgressConnector>;
 
 /// Why a direct request got no answer. Causes (the io error, hyper's) are in `source`.
 #[derive(Debug, Error)]
@@ -63,6 +64,9 @@ pub struct DirectClient {
 
 struct Inner {
     connector: Connector,
+    /// `Some(credentials)` when the connector leads to an HTTP forward proxy: plain-http requests then go to
+    /// it in absolute form (see `egress.rs`).
+    forward: Option<Option<HeaderValue>>,
     origins: Mutex<Vec<Origin>>,
     idle_timeout: Duration,
     max_idle_per_origin: usize,
@@ -72,8 +76,8 @@ struct Inner {
 struct Origin {
     https: bool,
     authority: Authority,
-    /// An HTTP/1 request's `Host` (see `host_header`).
-    host: HeaderValue,
+    /// An HTTP/1 request's `Host` (see `host_header`) and, through a forward proxy, its absolute form.
+    target: h1::Target,
     /// Most recently used last: a checkout takes the warmest connection.
     idle: Vec<Idle>,
     h2: Option<http2::SendRequest<Full<Bytes>>>,
@@ -94,9 +98,16 @@ type H1Io = TokioIo<<Connector as Service<Uri>>::Response>;
 type H1 = Box<h1::Conn<H1Io>>;
 
 impl DirectClient {
-    pub fn new(connector: Connector, idle_timeout: Duration, max_idle_per_origin: usize) -> Self {
+    /// `forward`: see [`super::egress::Via::forwards_plain_http`] (`None` for a direct connector).
+    pub fn new(
+        connector: Connector,
+        forward: Option<Option<HeaderValue>>,
+        idle_timeout: Duration,
+        max_idle_per_origin: usize,
+    ) -> Self {
         let inner = Arc::new(Inner {
             connector,
+            forward,
             origins: Mutex::new(Vec::new()),
             idle_timeout,
             max_idle_per_origin,
@@ -128,7 +139,7 @@ impl DirectClient {
         // connections may be as stale (an upstream restart closes them all), so the next try connects anew.
         let mut fresh_only = false;
         loop {
-            let (pooled, host) = self.inner.checkout(https, &authority, !fresh_only);
+            let (pooled, target) = self.inner.checkout(https, &authority, !fresh_only);
             let reused = pooled.is_some();
             let conn = match pooled {
                 Some(c) => c,
@@ -165,7 +176,7 @@ impl DirectClient {
                         continue;
                     }
                     let r = req.get_or_insert_with(&make);
-                    match c.send(r, &host).await {
+                    match c.send(r, &target).await {
                         Ok(resp) => {
                             let back = Back {
                                 pool: Arc::downgrade(&self.inner),
@@ -242,42 +253,55 @@ impl Inner {
         self.origins.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A pooled connection not yet timed out, if any, and the origin's `Host` value.
+    /// A pooled connection not yet timed out, if any, and how the origin's HTTP/1 requests are written.
     fn checkout(
         &self,
         https: bool,
         authority: &Authority,
         take: bool,
-    ) -> (Option<Conn>, HeaderValue) {
+    ) -> (Option<Conn>, h1::Target) {
         let mut origins = self.origins();
         let o = match find(&mut origins, https, authority) {
             Some(i) => &mut origins[i],
             None => {
-                let host = host_header(https, authority);
+                let target = self.target(https, authority);
                 origins.push(Origin {
                     https,
                     authority: authority.clone(),
-                    host: host.clone(),
+                    target: target.clone(),
                     idle: Vec::new(),
                     h2: None,
                 });
-                return (None, host);
+                return (None, target);
             }
         };
         if !take {
-            return (None, o.host.clone());
+            return (None, o.target.clone());
         }
         o.forget_closed_h2();
         if let Some(h2) = &o.h2 {
-            return (Some(Conn::H2(h2.clone())), o.host.clone());
+            return (Some(Conn::H2(h2.clone())), o.target.clone());
         }
         // A connection the upstream closed while idle shows at the caller's `usable` (outside this lock).
         while let Some(idle) = o.idle.pop() {
             if idle.since.elapsed() < self.idle_timeout {
-                return (Some(Conn::H1(idle.conn)), o.host.clone());
+                return (Some(Conn::H1(idle.conn)), o.target.clone());
             }
         }
-        (None, o.host.clone())
+        (None, o.target.clone())
+    }
+
+    fn target(&self, https: bool, authority: &Authority) -> h1::Target {
+        let host = host_header(https, authority);
+        // An https origin is reached through a tunnel, where requests are in origin form as on any connection.
+        let forward = match &self.forward {
+            Some(auth) if !https => {
+                let origin = [b"http://", host.as_bytes()].concat();
+                Some((Bytes::from(origin), auth.clone()))
+            }
+            _ => None,
+        };
+        h1::Target { host, forward }
     }
 
     /// Runs `f` on the origin's entry, if it has one (a checkout makes it).
@@ -457,7 +481,9 @@ impl Body for PooledBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::egress::Via;
     use http_body_util::BodyExt;
+    use hyper_util::client::legacy::connect::HttpConnector;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -532,15 +558,19 @@ mod tests {
     }
 
     fn client(idle: Duration) -> DirectClient {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .unwrap()
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
-        DirectClient::new(https, idle, 16)
+            .wrap_connector(plain_connector());
+        DirectClient::new(https, None, idle, 16)
+    }
+
+    fn plain_connector() -> EgressConnector {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        EgressConnector::new(http, &Via::Direct, Duration::from_secs(5))
     }
 
     fn post(url: &str) -> Request<Bytes> {
@@ -560,6 +590,22 @@ mod tests {
     /// connections. Returns the base URL, the count and a connector that trusts the certificate and offers
     /// h2 and http/1.1, as the gateway's does.
     async fn tls_server(alpn: &[&[u8]]) -> (String, Arc<AtomicUsize>, Connector) {
+        let (url, accepted, tls) = tls_upstream(alpn).await;
+        (url, accepted, tls_connector(tls, &Via::Direct))
+    }
+
+    fn tls_connector(tls: rustls::ClientConfig, via: &Via) -> Connector {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(EgressConnector::new(http, via, Duration::from_secs(5)))
+    }
+
+    /// [`tls_server`]'s upstream, with the client TLS configuration that trusts it.
+    async fn tls_upstream(alpn: &[&[u8]]) -> (String, Arc<AtomicUsize>, rustls::ClientConfig) {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let dir = tempfile::tempdir().unwrap();
@@ -632,24 +678,120 @@ mod tests {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
-        (
-            format!("https://localhost:{port}/v1/chat"),
-            accepted,
-            connector,
+        (format!("https://localhost:{port}/v1/chat"), accepted, tls)
+    }
+
+    /// A real tinyproxy (Debian `tinyproxy-bin`, as tests/support/proxies.rs starts it) on a free port,
+    /// asking for `user:password`. `None` (the test skips) when it is not installed, unless every test must run.
+    fn tinyproxy(user: &str, password: &str) -> Option<Tinyproxy> {
+        let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file());
+        let Some(bin) = bin else {
+            assert!(
+                std::env::var("GROK2API_REQUIRE_ALL").as_deref() != Ok("1"),
+                "tinyproxy not installed (apt-get install tinyproxy-bin)"
+            );
+            eprintln!("skipping: tinyproxy not installed");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogLevel Error\nBasicAuth {user} {password}\n"
+            ),
         )
+        .unwrap();
+        let proxy = Tinyproxy {
+            _dir: dir,
+            port,
+            child: std::process::Command::new(bin)
+                .arg("-d")
+                .arg("-c")
+                .arg(&conf)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        };
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(proxy);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("tinyproxy did not listen on {port}");
+    }
+
+    struct Tinyproxy {
+        _dir: tempfile::TempDir,
+        child: std::process::Child,
+        port: u16,
+    }
+
+    impl Drop for Tinyproxy {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_through_an_http_proxy_is_reached_through_a_tunnel() {
+        let Some(proxy) = tinyproxy("alice", "s3cret") else {
+            return;
+        };
+        let port = proxy.port;
+        let (url, accepted, tls) = tls_upstream(&[b"h2", b"http/1.1"]).await;
+        let via = Via::from_proxy_url(&format!("http://alice:s3cret@127.0.0.1:{port}"))
+            .unwrap()
+            .unwrap();
+        let c = DirectClient::new(
+            tls_connector(tls.clone(), &via),
+            via.forwards_plain_http(),
+            Duration::from_secs(90),
+            16,
+        );
+        // TLS and ALPN end to end through CONNECT: the upstream speaks HTTP/2 with us, not with the proxy.
+        assert_eq!(call(&c, &url).await, "HTTP/2.0");
+        let answers = futures_util::future::join_all((0..4).map(|_| call(&c, &url))).await;
+        assert!(answers.iter().all(|a| a == "HTTP/2.0"), "{answers:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+        // Wrong credentials: the proxy's refusal (tinyproxy says 401) is a connect error that says so.
+        let wrong = Via::from_proxy_url(&format!("http://alice:nope@127.0.0.1:{port}"))
+            .unwrap()
+            .unwrap();
+        let c = DirectClient::new(
+            tls_connector(tls, &wrong),
+            None,
+            Duration::from_secs(90),
+            16,
+        );
+        let e = c
+            .send(|| post(&url))
+            .await
+            .expect_err("refused by the proxy");
+        let chain = crate::upstream::error_chain(&e);
+        assert!(
+            chain.contains("the proxy refused the tunnel: 401 Unauthorized"),
+            "{chain}"
+        );
+        assert!(!chain.contains("nope"), "{chain}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn an_https_upstream_offering_h2_gets_one_multiplexed_connection() {
         let (url, accepted, connector) = tls_server(&[b"h2", b"http/1.1"]).await;
-        let c = DirectClient::new(connector, Duration::from_secs(90), 16);
+        let c = DirectClient::new(connector, None, Duration::from_secs(90), 16);
         let first = call(&c, &url).await;
         assert_eq!(first, "HTTP/2.0");
         let answers = futures_util::future::join_all((0..8).map(|_| call(&c, &url))).await;
@@ -661,7 +803,7 @@ mod tests {
     #[tokio::test]
     async fn an_https_upstream_without_h2_gets_pooled_http1() {
         let (url, accepted, connector) = tls_server(&[b"http/1.1"]).await;
-        let c = DirectClient::new(connector, Duration::from_secs(90), 16);
+        let c = DirectClient::new(connector, None, Duration::from_secs(90), 16);
         for _ in 0..3 {
             assert_eq!(call(&c, &url).await, "HTTP/1.1");
         }

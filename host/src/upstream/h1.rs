@@ -115,14 +115,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
-    /// Writes `req` (origin form, `host` unless it has a `Host`) and reads the answer's head. The body is then
-    /// read through [`Body`], which owns the connection.
+    /// Writes `req` (as `target` says) and reads the answer's head. The body is then read through [`Body`],
+    /// which owns the connection.
     pub async fn send(
         mut self: Box<Self>,
         req: &Request<Bytes>,
-        host: &HeaderValue,
+        target: &Target,
     ) -> Result<Answer<T>, Error> {
-        let wire = encode(req, host);
+        let wire = encode(req, target);
         if let Err(e) = self.write(&wire).await {
             return Err(Error::Unanswered(Some(e)));
         }
@@ -179,18 +179,35 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
 
 pub type Answer<T> = http::Response<Body<T>>;
 
-/// The request's bytes: request line in origin form, headers, `Content-Length`, body.
-fn encode(req: &Request<Bytes>, host: &HeaderValue) -> Vec<u8> {
+/// What a request's head needs besides the request: the connection's, not the request's.
+#[derive(Clone)]
+pub struct Target {
+    /// `Host`, unless the request has one.
+    pub host: HeaderValue,
+    /// Through an HTTP forward proxy: `http://authority`, written before the path (absolute form, RFC 9112
+    /// §3.2.2), and the proxy's `Proxy-Authorization`.
+    pub forward: Option<(Bytes, Option<HeaderValue>)>,
+}
+
+/// The request's bytes: request line (origin form, or absolute form to a forward proxy), headers,
+/// `Content-Length`, body.
+fn encode(req: &Request<Bytes>, target: &Target) -> Vec<u8> {
     let body = req.body();
     let mut w = Vec::with_capacity(256 + body.len());
     w.extend_from_slice(req.method().as_str().as_bytes());
     w.push(b' ');
+    if let Some((origin, _)) = &target.forward {
+        w.extend_from_slice(origin);
+    }
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     w.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
     w.extend_from_slice(b" HTTP/1.1\r\n");
     let headers = req.headers();
     if !headers.contains_key(HOST) {
-        header(&mut w, b"host", host.as_bytes());
+        header(&mut w, b"host", target.host.as_bytes());
+    }
+    if let Some((_, Some(auth))) = &target.forward {
+        header(&mut w, b"proxy-authorization", auth.as_bytes());
     }
     for (name, value) in headers {
         // The length is the body's, whatever the caller said.
@@ -686,16 +703,50 @@ mod tests {
             .header("content-length", "999")
             .body(Bytes::from_static(b"{}"))
             .unwrap();
-        let wire = encode(&req, &HeaderValue::from_static("up.example:8080"));
+        let wire = encode(&req, &origin("up.example:8080"));
         assert_eq!(
             String::from_utf8(wire).unwrap(),
             "POST /v1/chat?x=1 HTTP/1.1\r\nhost: up.example:8080\r\nauthorization: Bearer t\r\ncontent-length: 2\r\n\r\n{}"
         );
         let get = Request::get("http://up/").body(Bytes::new()).unwrap();
-        let wire = encode(&get, &HeaderValue::from_static("up"));
+        let wire = encode(&get, &origin("up"));
         assert_eq!(
             String::from_utf8(wire).unwrap(),
             "GET / HTTP/1.1\r\nhost: up\r\n\r\n"
+        );
+    }
+
+    fn origin(host: &'static str) -> Target {
+        Target {
+            host: HeaderValue::from_static(host),
+            forward: None,
+        }
+    }
+
+    #[test]
+    fn requests_to_a_forward_proxy_go_out_in_absolute_form_with_its_credentials() {
+        let req = Request::post("http://up.example:8080/v1/chat?x=1")
+            .body(Bytes::from_static(b"{}"))
+            .unwrap();
+        let mut auth = HeaderValue::from_static("Basic dTpw");
+        auth.set_sensitive(true);
+        let target = Target {
+            host: HeaderValue::from_static("up.example:8080"),
+            forward: Some((Bytes::from_static(b"http://up.example:8080"), Some(auth))),
+        };
+        assert_eq!(
+            String::from_utf8(encode(&req, &target)).unwrap(),
+            "POST http://up.example:8080/v1/chat?x=1 HTTP/1.1\r\nhost: up.example:8080\r\n\
+             proxy-authorization: Basic dTpw\r\ncontent-length: 2\r\n\r\n{}"
+        );
+        let anonymous = Target {
+            forward: Some((Bytes::from_static(b"http://up"), None)),
+            ..origin("up")
+        };
+        let get = Request::get("http://up/").body(Bytes::new()).unwrap();
+        assert_eq!(
+            String::from_utf8(encode(&get, &anonymous)).unwrap(),
+            "GET http://up/ HTTP/1.1\r\nhost: up\r\n\r\n"
         );
     }
 }

@@ -4,6 +4,7 @@
 mod body;
 mod client;
 mod direct;
+mod egress;
 mod h1;
 
 use std::sync::Arc;
