@@ -5,7 +5,9 @@
 # A then B then B then A (so drift hits both alike) at each of CONCS for DURATION, for KINDS (chat, stream).
 # Prints req/s per run and the median per binary, then the gateway's CPU time per request (user + system, from
 # /proc) per run and its median: on a shared machine req/s moves with the neighbours, CPU per request much less.
-# Env: CONCS (64), DURATION (3s), ROUNDS (3), KINDS.
+# Env: CONCS (64), DURATION (3s), ROUNDS (3), KINDS; PROXY=squid or PROXY=socks sends both gateways' upstream
+# traffic through one squid (bench/squid.sh) or microsocks on core 1, as gateway+proxy and gateway+socks in
+# run.sh (one proxy address instead of 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$(realpath "$1")
@@ -25,12 +27,36 @@ export API_KEY=bench-client-key
 MP=$(free_port)
 taskset -c 1 target/release/mock-upstream --host 127.0.0.1 --port "$MP" >/dev/null 2>&1 &
 PIDS+=($!)
+EXTRA=""
+case "${PROXY:-}" in
+  "") ;;
+  squid)
+    # shellcheck source=bench/squid.sh
+    . bench/squid.sh
+    PXP=$(free_port); mkdir -p "$W/squid"
+    squid_conf "$W/squid" "$PXP" 1 >"$W/squid/squid.conf"
+    squid_prepare "$W" "$W/squid"
+    taskset -c 1 "$(command -v squid || echo /usr/sbin/squid)" -N -f "$W/squid/squid.conf" >"$W/squid/out.log" 2>&1 &
+    PIDS+=($!)
+    EXTRA="proxy_url = \"http://127.0.0.1:$PXP\""
+    ;;
+  socks)
+    PXP=$(free_port)
+    taskset -c 1 microsocks -i 127.0.0.1 -p "$PXP" >/dev/null 2>&1 &
+    PIDS+=($!)
+    EXTRA="proxy_url = \"socks5h://127.0.0.1:$PXP\""
+    ;;
+  *) echo "PROXY: squid or socks" >&2; exit 2 ;;
+esac
+if [ -n "$EXTRA" ]; then
+  for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PXP") 2>/dev/null && break; sleep 0.1; done
+fi
 declare -A PORT GWPID
 for side in A B; do
   PORT[$side]=$(free_port)
   mkdir -p "$W/$side"
-  printf '[global]\nhost = "127.0.0.1"\nadmin_password = "pw"\nlog_max_count = 0\n[grok]\nbase_url = "http://127.0.0.1:%s/v1"\n' \
-    "$MP" >"$W/$side/setting.toml"
+  printf '[global]\nhost = "127.0.0.1"\nadmin_password = "pw"\nlog_max_count = 0\n[grok]\nbase_url = "http://127.0.0.1:%s/v1"\n%s\n' \
+    "$MP" "$EXTRA" >"$W/$side/setting.toml"
   bin=$A; [ "$side" = B ] && bin=$B
   DATA_DIR="$W/$side" PORT="${PORT[$side]}" LOG_LEVEL=warning WORKERS=1 taskset -c 1 "$bin" >"$W/$side.log" 2>&1 &
   PIDS+=($!)

@@ -60,6 +60,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 SQUID=$(command -v squid || echo /usr/sbin/squid)
+# shellcheck source=bench/squid.sh
+. bench/squid.sh
 
 # With 2 cores or more the load tool (and this script's helpers) run on core 0 and everything under test
 # (gateway, nginx, the forward proxies, redis, mock) on core 1, so the load tool never steals the server's time.
@@ -196,31 +198,9 @@ wait_up "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID"
 PX_PORT=$(free_port)
 PX_DIR="$WORK/$BENCH_PROXY"; mkdir -p "$PX_DIR"
 if [ "$BENCH_PROXY" = squid ]; then
-  # No cache (memory or disk), persistent connections to clients and servers, loopback clients only, no access
-  # log; -N: foreground, one process, no SMP workers. Started as root, squid drops to its own user
-  # (cache_effective_user), which then needs to reach its directory.
-  {
-    for i in $(seq 1 "$NPROXY"); do echo "http_port 127.0.0.$i:$PX_PORT"; done
-    cat <<EOF
-http_access allow localhost
-http_access deny all
-cache deny all
-cache_mem 0 MB
-client_persistent_connections on
-server_persistent_connections on
-via off
-forwarded_for delete
-pinger_enable off
-access_log none
-cache_store_log none
-cache_log $PX_DIR/cache.log
-pid_filename $PX_DIR/squid.pid
-coredump_dir $PX_DIR
-shutdown_lifetime 0 seconds
-EOF
-    if [ "$(id -u)" -eq 0 ]; then echo "cache_effective_user proxy"; fi
-  } >"$PX_DIR/squid.conf"
-  if [ "$(id -u)" -eq 0 ]; then chmod o+x "$WORK"; chown proxy "$PX_DIR"; fi
+  # -N: foreground, one process, no SMP workers (config: bench/squid.sh).
+  squid_conf "$PX_DIR" "$PX_PORT" "$NPROXY" >"$PX_DIR/squid.conf"
+  squid_prepare "$WORK" "$PX_DIR"
   $SUT_CPU "$SQUID" -N -f "$PX_DIR/squid.conf" >"$PX_DIR/out.log" 2>&1 &
 else
   { printf 'Port %s\nTimeout 60\nMaxClients 1024\nLogLevel Error\nDisableViaHeader Yes\n' "$PX_PORT"

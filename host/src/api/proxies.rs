@@ -282,8 +282,8 @@ pub(super) async fn test(
             r
         }
         None => {
-            let client = match crate::proxy::build_client(
-                Some(&url),
+            let client = match crate::proxy::proxy_client(
+                &url,
                 ClientOptions {
                     connect_timeout: state.settings.load().grok.connect_timeout(),
                 },

@@ -6,9 +6,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::pool::{ProxyEntry, ProxyPool};
+use crate::upstream::UpstreamClient;
 use crate::util::now_ms;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,10 +29,30 @@ pub struct ProbeResult {
     pub error: Option<String>,
 }
 
-/// Fetches `test_url` with `client` (which goes through the proxy under test).
-pub async fn probe(client: &reqwest::Client, test_url: &str) -> ProbeResult {
+/// Fetches `test_url` with `client` (which goes through the proxy under test): the same client, pool and
+/// connections as the proxy's requests.
+pub async fn probe(client: &UpstreamClient, test_url: &str) -> ProbeResult {
     let start = Instant::now();
-    let r = tokio::time::timeout(CHECK_TIMEOUT, client.get(test_url).send()).await;
+    let uri: http::Uri = match test_url.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            return ProbeResult {
+                reachable: false,
+                status_code: None,
+                response_time: 0.0,
+                note: String::new(),
+                error: Some(format!("invalid test URL: {e}")),
+            }
+        }
+    };
+    let get = || {
+        let mut req = http::Request::new(Bytes::new());
+        *req.uri_mut() = uri.clone();
+        req.headers_mut()
+            .insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
+        req
+    };
+    let r = tokio::time::timeout(CHECK_TIMEOUT, client.send(get)).await;
     let response_time = (start.elapsed().as_secs_f64() * 100.0).round() / 100.0;
     match r {
         Err(_) => ProbeResult {

@@ -19,6 +19,7 @@ mod source;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::upstream::{DirectOptions, UpstreamClient};
 use thiserror::Error;
 
 pub use health::{probe, ProbeResult};
@@ -52,7 +53,7 @@ pub struct RequestInfo<'a> {
 pub struct Egress {
     /// Masked proxy URL; `None` means direct.
     pub proxy: Option<Arc<str>>,
-    pub client: crate::upstream::UpstreamClient,
+    pub client: UpstreamClient,
     pub entry: Option<Arc<ProxyEntry>>,
 }
 
@@ -68,7 +69,23 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
 }
 
-/// Builds a pooled client, direct or through `proxy_url` (already normalised).
+/// The client of the proxy at `url` (already normalised; credentials in it): our pool through it, or reqwest
+/// for an `https://` proxy. Never a direct client.
+pub fn proxy_client(url: &str, opts: ClientOptions) -> Result<UpstreamClient, ProxyError> {
+    let invalid = |reason: String| ProxyError::Invalid {
+        masked: mask_proxy_url(url),
+        reason,
+    };
+    let direct_opts = DirectOptions {
+        connect_timeout: opts.connect_timeout,
+    };
+    match UpstreamClient::through_proxy(url, direct_opts).map_err(|e| invalid(e.to_string()))? {
+        Some(c) => Ok(c),
+        None => build_client(Some(url), opts).map(UpstreamClient::Reqwest),
+    }
+}
+
+/// Builds a pooled reqwest client, direct or through `proxy_url` (already normalised).
 pub fn build_client(
     proxy_url: Option<&str>,
     opts: ClientOptions,

@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use super::select::{choose, View};
 use super::{
-    build_client, mask_proxy_url, normalize_proxy_url, scrub_userinfo, ClientOptions, Egress,
+    mask_proxy_url, normalize_proxy_url, proxy_client, scrub_userinfo, ClientOptions, Egress,
     ProxyError, RequestInfo,
 };
 use crate::config::{DirectPolicy, GrokSettings};
@@ -163,10 +163,8 @@ pub struct ProxyEntry {
     pub(crate) next_check_ms: AtomicI64,
     pub(crate) checking: AtomicBool,
     last_error: Mutex<Option<String>>,
-    /// Health probes go through reqwest.
-    client: reqwest::Client,
-    /// Requests: our pool through this proxy (reqwest's client for an `https://` proxy).
-    upstream: UpstreamClient,
+    /// Requests and health probes: our pool through this proxy (reqwest for an `https://` proxy).
+    client: UpstreamClient,
 }
 
 impl std::fmt::Debug for ProxyEntry {
@@ -201,18 +199,7 @@ impl ProxyEntry {
             .password()
             .filter(|p| !p.is_empty())
             .map(str::to_string);
-        let client = build_client(Some(&url), opts)?;
-        let upstream = UpstreamClient::through_proxy(
-            &url,
-            DirectOptions {
-                connect_timeout: opts.connect_timeout,
-            },
-        )
-        .map_err(|e| ProxyError::Invalid {
-            masked: mask_proxy_url(&url),
-            reason: e.to_string(),
-        })?
-        .unwrap_or_else(|| UpstreamClient::Reqwest(client.clone()));
+        let client = proxy_client(&url, opts)?;
         Ok(ProxyEntry {
             masked: Arc::from(mask_proxy_url(&url)),
             url: Arc::from(url),
@@ -236,7 +223,6 @@ impl ProxyEntry {
             checking: AtomicBool::new(false),
             last_error: Mutex::new(None),
             client,
-            upstream,
         })
     }
 
@@ -259,7 +245,7 @@ impl ProxyEntry {
     pub fn bound_tokens(&self) -> u32 {
         self.hot.bound.load(Relaxed)
     }
-    pub fn client(&self) -> &reqwest::Client {
+    pub fn client(&self) -> &UpstreamClient {
         &self.client
     }
     pub fn ewma_latency_ms(&self) -> Option<f64> {
@@ -702,7 +688,7 @@ impl ProxyPool {
         match p {
             Pick::Proxy(e) => Egress {
                 proxy: Some(e.masked.clone()),
-                client: e.upstream.clone(),
+                client: e.client.clone(),
                 entry: Some(e),
             },
             Pick::Direct => Egress {

@@ -7,6 +7,7 @@
 //! own. The pool takes a prebuilt `http::Uri` as is.
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use thiserror::Error;
 
-use super::direct::{DirectClient, DirectError, PooledBody};
+use super::direct::{Connector, DirectClient, DirectError, PooledBody};
 use super::egress::{EgressConnector, Via, ViaError};
 
 /// Boxed so the two clients' body errors are one type; allocated only when a body fails.
@@ -108,11 +109,10 @@ impl UpstreamClient {
         http.set_keepalive_interval(Some(Duration::from_secs(15)));
         http.set_keepalive_retries(Some(3));
         http.set_tcp_user_timeout(Some(Duration::from_secs(30)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(EgressConnector::new(http, via, opts.connect_timeout));
+        let https = Connector::from((
+            EgressConnector::new(http, via, opts.connect_timeout),
+            tls_config()?,
+        ));
         Ok(UpstreamClient::Pool(DirectClient::new(
             https,
             via.forwards_plain_http(),
@@ -139,6 +139,25 @@ impl UpstreamClient {
             }
         }
     }
+}
+
+/// The TLS client settings every pool shares: the webpki roots (as reqwest's `rustls-tls`), ring, ALPN h2 and
+/// http/1.1. Built once: a pool per proxy would otherwise hold a copy each (25 KB a proxy, with its session
+/// cache).
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    if let Some(c) = CONFIG.get() {
+        return Ok(c.clone());
+    }
+    use hyper_rustls::ConfigBuilderExt as _;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_webpki_roots()
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
 }
 
 /// An answer's body from either client.
