@@ -681,18 +681,20 @@ mod tests {
         (format!("https://localhost:{port}/v1/chat"), accepted, tls)
     }
 
-    /// A real tinyproxy (Debian `tinyproxy-bin`, as tests/support/proxies.rs starts it) on a free port,
-    /// asking for `user:password`. `None` (the test skips) when it is not installed, unless every test must run.
-    fn tinyproxy(user: &str, password: &str) -> Option<Tinyproxy> {
-        let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+    /// A real forward proxy on a free port asking for `user:password`, as tests/support/proxies.rs starts
+    /// them: `tinyproxy` (Debian `tinyproxy-bin`) for HTTP, `microsocks` for SOCKS5. `None` (the test skips)
+    /// when it is not installed, unless every test must run.
+    fn forward_proxy(socks: bool, user: &str, password: &str) -> Option<ForwardProxy> {
+        let name = if socks { "microsocks" } else { "tinyproxy" };
+        let bin = [format!("/usr/bin/{name}"), format!("/usr/sbin/{name}")]
             .into_iter()
             .find(|p| std::path::Path::new(p).is_file());
         let Some(bin) = bin else {
             assert!(
                 std::env::var("GROK2API_REQUIRE_ALL").as_deref() != Ok("1"),
-                "tinyproxy not installed (apt-get install tinyproxy-bin)"
+                "{name} not installed (apt-get install tinyproxy-bin microsocks)"
             );
-            eprintln!("skipping: tinyproxy not installed");
+            eprintln!("skipping: {name} not installed");
             return None;
         };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -701,21 +703,33 @@ mod tests {
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("tinyproxy.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogLevel Error\nBasicAuth {user} {password}\n"
-            ),
-        )
-        .unwrap();
-        let proxy = Tinyproxy {
+        let mut cmd = std::process::Command::new(bin);
+        if socks {
+            cmd.args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-u",
+                user,
+                "-P",
+                password,
+            ]);
+        } else {
+            let conf = dir.path().join("tinyproxy.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogLevel Error\nBasicAuth {user} {password}\n"
+                ),
+            )
+            .unwrap();
+            cmd.arg("-d").arg("-c").arg(&conf);
+        }
+        let proxy = ForwardProxy {
             _dir: dir,
             port,
-            child: std::process::Command::new(bin)
-                .arg("-d")
-                .arg("-c")
-                .arg(&conf)
+            child: cmd
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -727,16 +741,16 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("tinyproxy did not listen on {port}");
+        panic!("{name} did not listen on {port}");
     }
 
-    struct Tinyproxy {
+    struct ForwardProxy {
         _dir: tempfile::TempDir,
         child: std::process::Child,
         port: u16,
     }
 
-    impl Drop for Tinyproxy {
+    impl Drop for ForwardProxy {
         fn drop(&mut self) {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -745,7 +759,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_https_upstream_through_an_http_proxy_is_reached_through_a_tunnel() {
-        let Some(proxy) = tinyproxy("alice", "s3cret") else {
+        let Some(proxy) = forward_proxy(false, "alice", "s3cret") else {
             return;
         };
         let port = proxy.port;
@@ -784,6 +798,46 @@ mod tests {
             chain.contains("the proxy refused the tunnel: 401 Unauthorized"),
             "{chain}"
         );
+        assert!(!chain.contains("nope"), "{chain}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_through_socks5_speaks_tls_and_h2_end_to_end() {
+        let Some(proxy) = forward_proxy(true, "bob", "pw123") else {
+            return;
+        };
+        let (url, accepted, tls) = tls_upstream(&[b"h2", b"http/1.1"]).await;
+        // socks5h: the proxy resolves `localhost`.
+        let via = Via::from_proxy_url(&format!("socks5h://bob:pw123@127.0.0.1:{}", proxy.port))
+            .unwrap()
+            .unwrap();
+        let c = DirectClient::new(
+            tls_connector(tls.clone(), &via),
+            None,
+            Duration::from_secs(90),
+            16,
+        );
+        assert_eq!(call(&c, &url).await, "HTTP/2.0");
+        let answers = futures_util::future::join_all((0..4).map(|_| call(&c, &url))).await;
+        assert!(answers.iter().all(|a| a == "HTTP/2.0"), "{answers:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+        let wrong = Via::from_proxy_url(&format!("socks5h://bob:nope@127.0.0.1:{}", proxy.port))
+            .unwrap()
+            .unwrap();
+        let c = DirectClient::new(
+            tls_connector(tls, &wrong),
+            None,
+            Duration::from_secs(90),
+            16,
+        );
+        let e = c
+            .send(|| post(&url))
+            .await
+            .expect_err("refused by the proxy");
+        let chain = crate::upstream::error_chain(&e);
+        assert!(chain.contains("SOCKS error"), "{chain}");
         assert!(!chain.contains("nope"), "{chain}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
