@@ -4,7 +4,8 @@
 # callgrind: user-space instructions per request (exact, repeatable) and the top functions, self and inclusive.
 # perf:      cpu-clock samples (kernel included) of the gateway under wrk at concurrency 16; needs linux-perf.
 # syscalls:  strace -c of the gateway under load, with the request count to divide by.
-# Env: LOGMAX (call log entries, default 0 = off), PROXY=1 (egress through a local tinyproxy),
+# Env: LOGMAX (call log entries, default 0 = off), PROXY=1 (egress through a local squid, as gateway+proxy in
+# run.sh; PROXY=socks: through microsocks), BENCH_BIN (directory of prebuilt grok2api and mock-upstream),
 # SECS (measured seconds, default 10), CONC (syscalls: connections, default 16), TOKENS (pool size, default 10), KEEP (dir for the raw profile).
 # Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
 set -euo pipefail
@@ -12,8 +13,10 @@ cd "$(dirname "$0")/.."
 KIND=${1:-chat}
 TOOL=${2:-callgrind}
 SECS=${SECS:-10}
-cargo build --release -q -p grok2api -p mock-upstream
-BIN=target/release
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else
+  cargo build --release -q -p grok2api -p mock-upstream
+  BIN=target/release
+fi
 W=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
@@ -27,13 +30,26 @@ PIDS+=($!)
 mkdir -p "$W/gw"
 printf '[global]\nhost = "127.0.0.1"\nadmin_password = "pw"\nlog_max_count = %s\n[grok]\nbase_url = "http://127.0.0.1:%s/v1"\n' \
   "${LOGMAX:-0}" "$MP" >"$W/gw/setting.toml"
-if [ "${PROXY:-0}" = 1 ]; then # egress through a local tinyproxy, as gateway+proxy in run.sh
-  TP=$(free_port)
-  printf 'Port %s\nListen 127.0.0.1\nTimeout 60\nMaxClients 1024\nLogLevel Error\nDisableViaHeader Yes\n' "$TP" >"$W/tp.conf"
-  taskset -c 1 tinyproxy -d -c "$W/tp.conf" >/dev/null 2>&1 &
-  PIDS+=($!)
-  printf 'proxy_url = "http://127.0.0.1:%s"\n' "$TP" >>"$W/gw/setting.toml"
-fi
+case "${PROXY:-0}" in
+  0) ;;
+  socks)
+    TP=$(free_port)
+    taskset -c 1 microsocks -i 127.0.0.1 -p "$TP" >/dev/null 2>&1 &
+    PIDS+=($!)
+    printf 'proxy_url = "socks5h://127.0.0.1:%s"\n' "$TP" >>"$W/gw/setting.toml"
+    ;;
+  *) # squid, configured as in run.sh (bench/squid.sh), one address
+    # shellcheck source=bench/squid.sh
+    . bench/squid.sh
+    TP=$(free_port); mkdir -p "$W/squid"
+    squid_conf "$W/squid" "$TP" 1 >"$W/squid/squid.conf"
+    squid_prepare "$W" "$W/squid"
+    taskset -c 1 "$(command -v squid || echo /usr/sbin/squid)" -N -f "$W/squid/squid.conf" >/dev/null 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$TP") 2>/dev/null && break; sleep 0.1; done
+    printf 'proxy_url = "http://127.0.0.1:%s"\n' "$TP" >>"$W/gw/setting.toml"
+    ;;
+esac
 WRAP=(taskset -c 1)
 [ "$TOOL" = callgrind ] && WRAP+=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out")
 DATA_DIR="$W/gw" PORT="$GP" LOG_LEVEL=warning WORKERS=1 "${WRAP[@]}" $BIN/grok2api >"$W/gw.log" 2>&1 &
