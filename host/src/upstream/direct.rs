@@ -1,5 +1,6 @@
-//! The direct egress: a connection pool. HTTP/1.1 connections speak our own lean client (`h1.rs`); an
-//! https upstream that offers HTTP/2 through ALPN gets hyper's HTTP/2 client connection.
+//! The connection pool of one egress: direct, or through one forward proxy (the connector, `egress.rs`, says
+//! how a connection is made). HTTP/1.1 connections speak our own lean client (`h1.rs`); an https upstream
+//! that offers HTTP/2 through ALPN gets hyper's HTTP/2 client connection.
 //!
 //! hyper-util's general-purpose client cost an eighth more instructions per chat request for the same job
 //! (78.0 k against 68.6 k, `bench/profile.sh chat callgrind`): it hashes the (scheme, authority) key byte by
