@@ -4,7 +4,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -103,6 +103,7 @@ pub(crate) struct HostState {
     /// Set when the limiter refused a memory growth, so the trap that follows is reported as out of memory.
     oom: bool,
     plugin: Arc<str>,
+    ticker: Arc<Ticker>,
 }
 
 impl WasiView for HostState {
@@ -199,7 +200,7 @@ pub(crate) struct Instance {
 impl Instance {
     /// Arms the deadline of the next call.
     pub fn arm(&mut self, deadline: Duration) {
-        self.store.set_epoch_deadline(ticks(deadline));
+        arm(&mut self.store, deadline);
     }
 
     /// Turns a failed call into the hook error the caller sees.
@@ -258,6 +259,60 @@ fn ticks(d: Duration) -> u64 {
     (d.as_micros() / TICK.as_micros()).max(1) as u64
 }
 
+fn arm(store: &mut Store<HostState>, deadline: Duration) {
+    let n = ticks(deadline);
+    store.set_epoch_deadline(n);
+    store.data().ticker.need(n);
+}
+
+/// Advances the engine's epoch every [`TICK`], but only while some armed deadline may still be ahead: a
+/// loaded plugin with no call in its last deadline costs no wake-ups (a plain ticker woke the process a
+/// thousand times a second for as long as a plugin was loaded, busy or not).
+struct Ticker {
+    /// Ticks so far (the engine's epoch, give or take the tick in progress).
+    now: AtomicU64,
+    /// The tick after which no armed deadline is left.
+    until: AtomicU64,
+    /// The thread is parked (or about to be) and must be unparked by the next `need`.
+    parked: AtomicBool,
+    stop: AtomicBool,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Ticker {
+    /// A call armed with `n` ticks: keep ticking until they are over. The two `SeqCst` pairs (`until` then
+    /// `parked` here, `parked` then `until` in `run`) make sure one side sees the other: no call is left
+    /// without a ticker.
+    fn need(&self, n: u64) {
+        // +1: the tick in progress may already have advanced the engine but not `now`.
+        self.until
+            .fetch_max(self.now.load(Ordering::SeqCst) + n + 1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    fn run(&self, engine: &wasmtime::Engine) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = self.now.load(Ordering::SeqCst);
+            if now >= self.until.load(Ordering::SeqCst) {
+                self.parked.store(true, Ordering::SeqCst);
+                if now >= self.until.load(Ordering::SeqCst) {
+                    // An unpark that came first makes this return at once.
+                    std::thread::park();
+                }
+                self.parked.store(false, Ordering::SeqCst);
+                continue;
+            }
+            std::thread::sleep(TICK);
+            engine.increment_epoch();
+            self.now.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 fn classify(store: &mut Store<HostState>, err: wasmtime::Error) -> HookError {
     if store.data().oom {
         return HookError::OutOfMemory;
@@ -292,8 +347,8 @@ pub struct PluginEngine {
     limits: Limits,
     /// Distinguishes cache entries of other wasmtime versions or engine settings.
     cache_tag: String,
-    stop: Arc<AtomicBool>,
-    ticker: Option<JoinHandle<()>>,
+    ticker: Arc<Ticker>,
+    ticker_thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -429,27 +484,29 @@ impl PluginEngine {
         limits.memory_bytes.hash(&mut h);
         let cache_tag = format!("wasmtime48-{:016x}", h.finish());
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
+        let ticker = Arc::new(Ticker {
+            now: AtomicU64::new(0),
+            until: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            thread: std::sync::OnceLock::new(),
+        });
+        let ticker_thread = {
             let engine = engine.clone();
-            let stop = stop.clone();
+            let ticker = ticker.clone();
             std::thread::Builder::new()
                 .name("plugin-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(TICK);
-                        engine.increment_epoch();
-                    }
-                })
+                .spawn(move || ticker.run(&engine))
                 .map_err(|e| PluginError::Engine(format!("cannot start the epoch ticker: {e}")))?
         };
+        let _ = ticker.thread.set(ticker_thread.thread().clone());
         Ok(PluginEngine {
             engine,
             linker,
             limits,
             cache_tag,
-            stop,
-            ticker: Some(ticker),
+            ticker,
+            ticker_thread: Some(ticker_thread),
         })
     }
 
@@ -593,10 +650,11 @@ impl PluginEngine {
                 .build(),
             oom: false,
             plugin: plugin.clone(),
+            ticker: self.ticker.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
-        store.set_epoch_deadline(ticks(LOAD_DEADLINE));
+        arm(&mut store, LOAD_DEADLINE);
         let world = match pre {
             WorldPre::Selector(p) => p.instantiate(&mut store).map(World::Selector),
             WorldPre::PoolParser(p) => p.instantiate(&mut store).map(World::PoolParser),
@@ -614,8 +672,9 @@ impl PluginEngine {
 
 impl Drop for PluginEngine {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.ticker.take() {
+        self.ticker.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker_thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -624,4 +683,70 @@ impl Drop for PluginEngine {
 /// `<dir>/.cache`: compiled components, keyed by file hash and engine.
 pub fn cache_dir(plugin_dir: &Path) -> PathBuf {
     plugin_dir.join(".cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticker() -> (Arc<Ticker>, wasmtime::Engine, JoinHandle<()>) {
+        let engine = wasmtime::Engine::default();
+        let t = Arc::new(Ticker {
+            now: AtomicU64::new(0),
+            until: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            thread: std::sync::OnceLock::new(),
+        });
+        let h = {
+            let (t, engine) = (t.clone(), engine.clone());
+            std::thread::spawn(move || t.run(&engine))
+        };
+        let _ = t.thread.set(h.thread().clone());
+        (t, engine, h)
+    }
+
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < end,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn the_ticker_ticks_only_while_a_deadline_is_ahead() {
+        let (t, _engine, h) = ticker();
+        // Nothing armed: parked, not ticking.
+        wait_for("the ticker to park", || t.parked.load(Ordering::SeqCst));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(t.now.load(Ordering::SeqCst), 0);
+        // A call armed with 5 ticks wakes it; it ticks past them, then parks again.
+        t.need(5);
+        wait_for("5 ticks", || t.now.load(Ordering::SeqCst) >= 5);
+        wait_for("the ticker to park again", || {
+            t.parked.load(Ordering::SeqCst)
+        });
+        let stopped_at = t.now.load(Ordering::SeqCst);
+        assert!(stopped_at <= 6 + 1, "ticked on to {stopped_at}");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(t.now.load(Ordering::SeqCst), stopped_at);
+        // Many calls arming from other threads while it parks and wakes: every one gets its ticks.
+        for round in 0..200u64 {
+            let before = t.now.load(Ordering::SeqCst);
+            t.need(2);
+            wait_for("2 more ticks", || {
+                t.now.load(Ordering::SeqCst) >= before + 2
+            });
+            if round % 50 == 0 {
+                wait_for("parked", || t.parked.load(Ordering::SeqCst));
+            }
+        }
+        t.stop.store(true, Ordering::Relaxed);
+        h.thread().unpark();
+        h.join().unwrap();
+    }
 }
