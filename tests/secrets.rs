@@ -279,9 +279,13 @@ async fn no_secret_leaks_into_logs_files_metrics_or_answers() {
             }
         }
     };
+    // The capture works at debug level for every crate: the scenario gives about 60 lines, among them one per
+    // new upstream connection with its proxy (egress.rs). The bound is loose: how many connections the pools
+    // open depends on timing.
     assert!(
-        stopped.logs.lines().count() > 50,
-        "too few log lines captured"
+        stopped.logs.lines().count() > 30,
+        "too few log lines captured: {}",
+        stopped.logs.lines().count()
     );
     for (i, line) in stopped.logs.lines().enumerate() {
         check(&format!("log line {}", i + 1), line);

@@ -215,6 +215,18 @@ impl Service<Uri> for EgressConnector {
 
     fn call(&mut self, dst: Uri) -> Connecting {
         let timeout = self.timeout;
+        // Hosts and ports only: no credentials (a proxy's, or any in the upstream's URL) reach a log line.
+        let (host, port) = (dst.host().unwrap_or(""), dst.port_u16());
+        match &self.kind {
+            Kind::Direct(_) => tracing::debug!(host, port, "new upstream connection"),
+            Kind::Http { proxy, .. } | Kind::Socks { proxy, .. } => tracing::debug!(
+                host,
+                port,
+                proxy = proxy.authority().map_or("", |a| a.as_str()),
+                socks = matches!(self.kind, Kind::Socks { .. }),
+                "new upstream connection through a proxy"
+            ),
+        }
         match &mut self.kind {
             Kind::Direct(http) => {
                 let f = http.call(dst);
