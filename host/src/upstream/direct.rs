@@ -758,49 +758,53 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_https_upstream_through_an_http_proxy_is_reached_through_a_tunnel() {
-        let Some(proxy) = forward_proxy(false, "alice", "s3cret") else {
-            return;
-        };
-        let port = proxy.port;
+    /// Through the proxy at `good`, an https upstream offering h2 speaks TLS and HTTP/2 with us end to end (the
+    /// proxy only relays): five requests, one upstream connection. Through `wrong` (bad credentials) the
+    /// request fails with `refusal` in its error chain, no password in it, and the upstream sees nothing.
+    async fn h2_through_the_proxy_and_refused_without_its_credentials(
+        good: &str,
+        wrong: &str,
+        refusal: &str,
+    ) {
         let (url, accepted, tls) = tls_upstream(&[b"h2", b"http/1.1"]).await;
-        let via = Via::from_proxy_url(&format!("http://alice:s3cret@127.0.0.1:{port}"))
-            .unwrap()
-            .unwrap();
-        let c = DirectClient::new(
-            tls_connector(tls.clone(), &via),
-            via.forwards_plain_http(),
-            Duration::from_secs(90),
-            16,
-        );
-        // TLS and ALPN end to end through CONNECT: the upstream speaks HTTP/2 with us, not with the proxy.
+        let client = |proxy_url: &str, tls: rustls::ClientConfig| {
+            let via = Via::from_proxy_url(proxy_url).unwrap().unwrap();
+            DirectClient::new(
+                tls_connector(tls, &via),
+                via.forwards_plain_http(),
+                Duration::from_secs(90),
+                16,
+            )
+        };
+        let c = client(good, tls.clone());
         assert_eq!(call(&c, &url).await, "HTTP/2.0");
         let answers = futures_util::future::join_all((0..4).map(|_| call(&c, &url))).await;
         assert!(answers.iter().all(|a| a == "HTTP/2.0"), "{answers:?}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
 
-        // Wrong credentials: the proxy's refusal (tinyproxy says 401) is a connect error that says so.
-        let wrong = Via::from_proxy_url(&format!("http://alice:nope@127.0.0.1:{port}"))
-            .unwrap()
-            .unwrap();
-        let c = DirectClient::new(
-            tls_connector(tls, &wrong),
-            None,
-            Duration::from_secs(90),
-            16,
-        );
+        let c = client(wrong, tls);
         let e = c
             .send(|| post(&url))
             .await
             .expect_err("refused by the proxy");
         let chain = crate::upstream::error_chain(&e);
-        assert!(
-            chain.contains("the proxy refused the tunnel: 401 Unauthorized"),
-            "{chain}"
-        );
+        assert!(chain.contains(refusal), "{chain}");
         assert!(!chain.contains("nope"), "{chain}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_through_an_http_proxy_is_reached_through_a_tunnel() {
+        let Some(proxy) = forward_proxy(false, "alice", "s3cret") else {
+            return;
+        };
+        // tinyproxy refuses bad credentials with 401 (not 407); the error says so.
+        h2_through_the_proxy_and_refused_without_its_credentials(
+            &format!("http://alice:s3cret@127.0.0.1:{}", proxy.port),
+            &format!("http://alice:nope@127.0.0.1:{}", proxy.port),
+            "the proxy refused the tunnel: 401 Unauthorized",
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -808,39 +812,13 @@ mod tests {
         let Some(proxy) = forward_proxy(true, "bob", "pw123") else {
             return;
         };
-        let (url, accepted, tls) = tls_upstream(&[b"h2", b"http/1.1"]).await;
         // socks5h: the proxy resolves `localhost`.
-        let via = Via::from_proxy_url(&format!("socks5h://bob:pw123@127.0.0.1:{}", proxy.port))
-            .unwrap()
-            .unwrap();
-        let c = DirectClient::new(
-            tls_connector(tls.clone(), &via),
-            None,
-            Duration::from_secs(90),
-            16,
-        );
-        assert_eq!(call(&c, &url).await, "HTTP/2.0");
-        let answers = futures_util::future::join_all((0..4).map(|_| call(&c, &url))).await;
-        assert!(answers.iter().all(|a| a == "HTTP/2.0"), "{answers:?}");
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
-
-        let wrong = Via::from_proxy_url(&format!("socks5h://bob:nope@127.0.0.1:{}", proxy.port))
-            .unwrap()
-            .unwrap();
-        let c = DirectClient::new(
-            tls_connector(tls, &wrong),
-            None,
-            Duration::from_secs(90),
-            16,
-        );
-        let e = c
-            .send(|| post(&url))
-            .await
-            .expect_err("refused by the proxy");
-        let chain = crate::upstream::error_chain(&e);
-        assert!(chain.contains("SOCKS error"), "{chain}");
-        assert!(!chain.contains("nope"), "{chain}");
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        h2_through_the_proxy_and_refused_without_its_credentials(
+            &format!("socks5h://bob:pw123@127.0.0.1:{}", proxy.port),
+            &format!("socks5h://bob:nope@127.0.0.1:{}", proxy.port),
+            "SOCKS error",
+        )
+        .await;
     }
 
     #[tokio::test]
