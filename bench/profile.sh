@@ -6,7 +6,7 @@
 # syscalls:  strace -c of the gateway under load, with the request count to divide by.
 # Env: LOGMAX (call log entries, default 0 = off), PROXY=1 (egress through a local squid, as gateway+proxy in
 # run.sh; PROXY=socks: through microsocks), BENCH_BIN (directory of prebuilt grok2api and mock-upstream),
-# SECS (measured seconds, default 10), CONC (syscalls: connections, default 16), TOKENS (pool size, default 10), KEEP (dir for the raw profile).
+# SECS (measured seconds, default 10), CONC (connections: callgrind default 1, syscalls 16), TOKENS (pool size, default 10), KEEP (dir for the raw profile).
 # Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,9 +70,9 @@ load 4 2s >/dev/null # warm the connection pools
 case "$TOOL" in
   callgrind)
     callgrind_control -i on "$GW" >/dev/null
-    load 1 2s >/dev/null
+    load "${CONC:-1}" 2s >/dev/null
     callgrind_control -z "$GW" >/dev/null
-    n=$(load 1 "${SECS}s")
+    n=$(load "${CONC:-1}" "${SECS}s")
     callgrind_control -d "$GW" >/dev/null
     out=$(ls "$W"/cg.out.* | tail -1)
     total=$(callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')

@@ -31,6 +31,7 @@ use crate::config::{Live, StorageMode};
 use crate::tokens::TokenPool;
 use crate::upstream::Forwarder;
 use error::{ApiError, ErrorBody};
+pub use openai::Route as V1Route;
 
 pub struct AppInner {
     /// The running settings; read with one `load()` per use.
@@ -72,10 +73,15 @@ pub struct RequestId(pub String);
 /// for every route: there rather than in an axum `from_fn` layer, which boxes the inner service and the future
 /// per request (measured: 68.6 k → 67.4 k instructions per chat request without it).
 pub fn request_id(headers: &HeaderMap) -> RequestId {
-    let id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+    request_id_from(headers.get("x-request-id").map(http::HeaderValue::as_bytes))
+}
+
+/// [`request_id`] from the raw value of the client's `x-request-id` header, if it sent one.
+pub fn request_id_from(sent: Option<&[u8]>) -> RequestId {
+    let id = sent
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic))
+        // Checked just above: visible ASCII is UTF-8.
+        .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_string)
         // Encoded straight into a buffer: `to_string` goes through the formatting machinery per request.
         .unwrap_or_else(|| {
@@ -122,6 +128,37 @@ impl App {
             Ok(resp) => resp,
             Err(never) => match never {},
         }
+    }
+}
+
+/// The `/v1` requests the server reads itself (`server::conn`): the same route, gate and handlers as
+/// [`App::serve`], with the body already read.
+impl App {
+    /// `global.max_body_bytes`: a larger declared body is left to [`App::serve`], which answers 413.
+    pub fn max_body_bytes(&self) -> usize {
+        self.state.settings.load().global.max_body_bytes
+    }
+
+    /// Route and gate of a `/v1` request, before its body is read: see [`openai::admit`].
+    pub fn admit_v1(
+        &self,
+        method: &http::Method,
+        path: &str,
+        ip: std::net::IpAddr,
+        authorization: Option<&[u8]>,
+    ) -> Result<V1Route, Box<Response>> {
+        openai::admit(&self.state, method, path, ip, authorization)
+    }
+
+    /// Answers an admitted `/v1` request whose whole body is `body`.
+    pub async fn serve_v1(
+        self,
+        addr: SocketAddr,
+        id: RequestId,
+        route: V1Route,
+        body: bytes::Bytes,
+    ) -> Response {
+        openai::handle(&self.state, openai::Call { addr, id }, route, body).await
     }
 }
 

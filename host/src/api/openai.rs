@@ -35,7 +35,7 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
 
 /// The `/v1` routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Route {
+pub enum Route {
     Chat,
     Images,
     Models,
@@ -101,24 +101,59 @@ impl NoRoute {
     }
 }
 
-/// Serves one request under `/v1/`: route, gate, handler.
+/// Serves one request under `/v1/` that hyper read: route, gate, body, handler.
 pub async fn serve(
     state: &AppState,
     addr: SocketAddr,
     id: RequestId,
     req: http::Request<Incoming>,
 ) -> Response {
-    let route = match Route::of(req.method(), req.uri().path()) {
+    let auth = req.headers().get(http::header::AUTHORIZATION);
+    let route = match admit(
+        state,
+        req.method(),
+        req.uri().path(),
+        addr.ip(),
+        auth.map(HeaderValue::as_bytes),
+    ) {
         Ok(r) => r,
-        Err(miss) => return miss.answer(req.method(), req.uri().path()),
+        Err(refused) => return *refused,
     };
-    if let Some(refused) = gate(state, addr.ip(), req.headers()) {
-        return refused;
+    let body = match route {
+        Route::Chat | Route::Images => {
+            let (parts, body) = req.into_parts();
+            match read_body(state, &parts.headers, body).await {
+                Ok(b) => b,
+                Err(e) => return e.into_response(),
+            }
+        }
+        Route::Models | Route::Model(_) => Bytes::new(),
+    };
+    handle(state, Call { addr, id }, route, body).await
+}
+
+/// The route a `/v1` request takes once it passed the gate, or the answer that refuses it (404, 405, 429,
+/// 401). The body is not needed for either, so a refused request's body is never read.
+pub fn admit(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    ip: IpAddr,
+    authorization: Option<&[u8]>,
+) -> Result<Route, Box<Response>> {
+    // Boxed: refusals are rare, and the `Result` stays small on the path of every request.
+    let route = Route::of(method, path).map_err(|miss| Box::new(miss.answer(method, path)))?;
+    match gate(state, ip, authorization) {
+        Some(refused) => Err(Box::new(refused)),
+        None => Ok(route),
     }
-    let call = Call { addr, id };
+}
+
+/// Runs the handler of an admitted request; `body` is the whole request body (empty for the GET routes).
+pub async fn handle(state: &AppState, call: Call, route: Route, body: Bytes) -> Response {
     let answer = match route {
-        Route::Chat => chat_completions(state, call, req).await,
-        Route::Images => images_generations(state, call, req).await,
+        Route::Chat => chat_completions(state, call, body).await,
+        Route::Images => images_generations(state, call, body).await,
         Route::Models => Ok(list_models(state, call).await),
         Route::Model(id) => get_model(state, call, &id).await,
     };
@@ -126,30 +161,29 @@ pub async fn serve(
 }
 
 /// Who asked: what every `/v1` handler records.
-pub(super) struct Call {
-    addr: SocketAddr,
-    id: RequestId,
+pub struct Call {
+    pub addr: SocketAddr,
+    pub id: RequestId,
 }
 
 /// The `/v1` gate: the per-client rate limit, then the API key.
-fn gate(state: &AppState, ip: IpAddr, headers: &HeaderMap) -> Option<Response> {
+fn gate(state: &AppState, ip: IpAddr, authorization: Option<&[u8]>) -> Option<Response> {
     // First, so failed key guesses count against the client too.
     if let Some(refused) = super::ratelimit::check(state, ip) {
         return Some(refused);
     }
-    client_auth(state, headers)
+    client_auth(state, authorization)
 }
 
 /// `Authorization: Bearer <grok.api_key>`; an empty key leaves the routes open (warned about at start-up).
-fn client_auth(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+fn client_auth(state: &AppState, authorization: Option<&[u8]>) -> Option<Response> {
     let settings = state.settings.load();
     let key = settings.grok.api_key.expose();
     if key.is_empty() {
         return None;
     }
-    let presented = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let presented = authorization
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
@@ -290,10 +324,8 @@ async fn forward(state: &AppState, req: UpstreamRequest, record: CallRecord) -> 
 pub(super) async fn chat_completions(
     state: &AppState,
     call: Call,
-    req: http::Request<Incoming>,
+    bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
-    let bytes = read_body(state, &parts.headers, body).await?;
     let p = peek(&bytes)?;
     let model = match p.model.as_deref().map(str::trim) {
         Some(m) if !m.is_empty() => m.to_string(),
@@ -331,10 +363,8 @@ pub(super) async fn chat_completions(
 pub(super) async fn images_generations(
     state: &AppState,
     call: Call,
-    req: http::Request<Incoming>,
+    bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
-    let bytes = read_body(state, &parts.headers, body).await?;
     let p = peek(&bytes)?;
     let model = p.model.as_deref().unwrap_or("").trim().to_string();
     let rec = record(call, "/v1/images/generations", &model, false);

@@ -1,10 +1,12 @@
 //! Wiring and lifecycle: build the services from the settings, serve, and shut down in order
 //! (stop accepting → drain in-flight requests, bounded → stop background tasks → flush state).
 
+mod conn;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -370,6 +372,8 @@ pub async fn accept_loop(
         // One flat buffer per write: cheaper than hyper's iovec queue for our small frames (SSE chunks,
         // 1 KB answers): -2.5 % instructions per streamed request.
         .writev(false);
+    // Used by the connections that `conn` hands to hyper.
+    let http = Arc::new(http);
     let slots =
         (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
     // Every connection task holds a receiver; `closed()` on the sender tells when the last one ended.
@@ -401,43 +405,13 @@ pub async fn accept_loop(
         };
         // Without TCP_NODELAY small SSE frames wait for delayed ACKs (~40 ms each).
         let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let id = crate::api::request_id(req.headers());
-            // Checked when it was read or made: a visible-ASCII string is a valid header value.
-            let header = http::HeaderValue::from_str(&id.0).ok();
-            // Boxed once here: the handler's future is several KB, and hyper moves the service's future.
-            let answer = Box::pin(app.clone().serve(addr, id, req));
-            async move {
-                let mut resp = answer.await;
-                if let Some(v) = header {
-                    resp.headers_mut().insert("x-request-id", v);
-                }
-                Ok::<_, std::convert::Infallible>(resp)
-            }
-        });
-        let conn = http.serve_connection(TokioIo::new(tcp), svc);
         // Held for the connection's life: counts it as open, and says when to drain.
-        let mut drain = open_tx.subscribe();
+        let drain = open_tx.subscribe();
         let open = metrics::gauge!("grok2api_connections_open");
         open.increment(1.0);
+        let serve = conn::serve(tcp, addr, app.clone(), http.clone(), limits, drain);
         tokio::spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = drain.changed(), if !draining => {
-                        draining = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-            }
+            serve.await;
             open.decrement(1.0);
             drop(permit);
         });
@@ -448,6 +422,34 @@ pub async fn accept_loop(
     open_tx.send_replace(());
     open_tx.closed().await;
     Ok(())
+}
+
+/// hyper's service for a connection: every request through [`App::serve`], with its request id.
+fn service(
+    app: App,
+    addr: std::net::SocketAddr,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<axum::response::Response, std::convert::Infallible>,
+    > + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let id = crate::api::request_id(req.headers());
+        // Checked when it was read or made: a visible-ASCII string is a valid header value.
+        let header = http::HeaderValue::from_str(&id.0).ok();
+        // Boxed once here: the handler's future is several KB, and hyper moves the service's future.
+        let answer = Box::pin(app.clone().serve(addr, id, req));
+        async move {
+            let mut resp = answer.await;
+            if let Some(v) = header {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    })
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {
