@@ -43,7 +43,7 @@ const READ_AHEAD: usize = 64 * 1024;
 const COPY_BODY: usize = 4 * 1024;
 
 /// A request head this loop answers itself; spans are offsets into the read buffer.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Head {
     len: usize,
     method: Method,
@@ -136,6 +136,37 @@ fn parse(buf: &[u8], max_head: usize, max_body: usize) -> Parsed {
         }
     }
     Parsed::Mine(head)
+}
+
+/// Reads `data` as a request head and checks what the loop relies on, panicking where it does not hold. For
+/// the fuzz target `server_head`: what a client sends is untrusted input.
+#[doc(hidden)]
+pub fn check_request_head(data: &[u8], max_head: usize, max_body: usize) {
+    let Parsed::Mine(h) = parse(data, max_head, max_body) else {
+        return;
+    };
+    assert!(h.len <= data.len() && h.len <= max_head);
+    assert!(h.content_length <= max_body);
+    for (a, b) in [Some(h.path), h.authorization, h.request_id]
+        .into_iter()
+        .flatten()
+    {
+        assert!(a <= b && b <= h.len, "a span outside the head");
+    }
+    assert!(data[h.path.0..h.path.1].starts_with(b"/v1/"));
+    // The head alone says the same, and no shorter prefix looks complete.
+    assert_eq!(
+        parse(&data[..h.len], max_head, max_body),
+        Parsed::Mine(h.clone())
+    );
+    for cut in 0..h.len {
+        assert_ne!(
+            std::mem::discriminant(&parse(&data[..cut], max_head, max_body)),
+            std::mem::discriminant(&Parsed::Mine(h.clone())),
+            "a head seen complete at {cut} of {}",
+            h.len
+        );
+    }
 }
 
 /// RFC 3986 path characters: a query, a fragment or anything hyper's URI parser might refuse goes to hyper.

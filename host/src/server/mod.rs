@@ -3,6 +3,9 @@
 
 mod conn;
 
+#[doc(hidden)]
+pub use conn::check_request_head;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
