@@ -20,7 +20,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
 use thiserror::Error;
@@ -456,7 +456,8 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Option<Bytes>, Er
                         };
                     };
                     let size = chunk_size(&buf[..eol])?;
-                    let _ = buf.split_to(eol + 1);
+                    // `advance`, not `split_to`: framing bytes need no handle of their own.
+                    buf.advance(eol + 1);
                     *state = match size {
                         0 => Chunked::Trailers(0),
                         n => Chunked::Data(n),
@@ -476,12 +477,12 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Option<Bytes>, Er
                 Chunked::DataEnd => match buf.first() {
                     None => return Ok(None),
                     Some(b'\n') => {
-                        let _ = buf.split_to(1);
+                        buf.advance(1);
                         *state = Chunked::Size;
                     }
                     Some(b'\r') if buf.len() < 2 => return Ok(None),
                     Some(b'\r') if buf[1] == b'\n' => {
-                        let _ = buf.split_to(2);
+                        buf.advance(2);
                         *state = Chunked::Size;
                     }
                     Some(_) => return Err(Error::Chunk("chunk data not followed by CRLF")),
@@ -493,12 +494,13 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Option<Bytes>, Er
                             false => Ok(None),
                         };
                     };
-                    let line = buf.split_to(eol + 1);
-                    if line.len() <= 2 && line.trim_ascii().is_empty() {
+                    let blank = eol <= 1 && buf[..=eol].trim_ascii().is_empty();
+                    buf.advance(eol + 1);
+                    if blank {
                         *framing = Framing::Done;
                         return Ok(None);
                     }
-                    *skipped += line.len();
+                    *skipped += eol + 1;
                     if *skipped > MAX_TRAILERS {
                         return Err(Error::Chunk("trailers too long"));
                     }
