@@ -205,10 +205,13 @@ pub(super) async fn serve(
         // how long an idle connection stays open (as with hyper).
         let mut armed = false;
         let head = loop {
-            match parse(&buf, limits.max_header_bytes, app.max_body_bytes()) {
-                Parsed::Mine(h) => break h,
-                Parsed::Hyper => return hand_over(tcp, buf, app, addr, &http, drain).await,
-                Parsed::Partial => {}
+            // Nothing read yet (the usual case after an answer): nothing to parse.
+            if !buf.is_empty() {
+                match parse(&buf, limits.max_header_bytes, app.max_body_bytes()) {
+                    Parsed::Mine(h) => break h,
+                    Parsed::Hyper => return hand_over(tcp, buf, app, addr, &http, drain).await,
+                    Parsed::Partial => {}
+                }
             }
             if !armed {
                 let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
