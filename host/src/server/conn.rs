@@ -198,7 +198,8 @@ pub(super) async fn serve(
     mut drain: watch::Receiver<()>,
 ) {
     let mut buf = BytesMut::with_capacity(READ_SIZE);
-    let mut out = Vec::with_capacity(4 * 1024);
+    // Grows with the first answer; a connection handed to hyper at once never allocates it.
+    let mut out = Vec::new();
     let mut timer = pin!(tokio::time::sleep(limits.header_read_timeout));
     loop {
         // The next head: pipelined behind the last one, or read within the header timeout, which also bounds
@@ -270,7 +271,9 @@ pub(super) async fn serve(
                 } else {
                     buf.split_to(head.content_length).freeze()
                 };
-                let call = app.clone().serve_v1(addr, id, route, body);
+                // Boxed: the handler's future is about 10 KB, and inline it would stay allocated in every
+                // idle keep-alive connection's task.
+                let call = Box::pin(app.clone().serve_v1(addr, id, route, body));
                 match until_answered(&mut tcp, &mut buf, call).await {
                     Some(a) => a,
                     None => return,
@@ -748,5 +751,16 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("connection"));
+    }
+
+    /// The connection's task is allocated for as long as the connection is open, idle keep-alive included:
+    /// the handler's future (about 10 KB) must stay out of it.
+    #[test]
+    fn an_idle_connection_holds_a_small_task() {
+        fn future_size<A, B, C, D, E, G, F>(_: fn(A, B, C, D, E, G) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let size = future_size(serve);
+        assert!(size < 4096, "the connection's future is {size} bytes");
     }
 }
