@@ -7,7 +7,8 @@
 # /proc) per run and its median: on a shared machine req/s moves with the neighbours, CPU per request much less.
 # Env: CONCS (64), DURATION (3s), ROUNDS (3), KINDS; PROXY=squid or PROXY=socks sends both gateways' upstream
 # traffic through one squid (bench/squid.sh) or microsocks on core 1, as gateway+proxy and gateway+socks in
-# run.sh (one proxy address instead of 20).
+# run.sh (one proxy address instead of 20). SELECTOR=least-latency loads that plugin (target/plugins/NAME.wasm,
+# plugins/build.sh's output, as scripts/test builds it) as both gateways' proxy selector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$(realpath "$1")
@@ -57,6 +58,11 @@ for side in A B; do
   mkdir -p "$W/$side"
   printf '[global]\nhost = "127.0.0.1"\nadmin_password = "pw"\nlog_max_count = 0\n[grok]\nbase_url = "http://127.0.0.1:%s/v1"\n%s\n' \
     "$MP" "$EXTRA" >"$W/$side/setting.toml"
+  if [ -n "${SELECTOR:-}" ]; then
+    mkdir -p "$W/$side/plugins"
+    cp "target/plugins/$SELECTOR.wasm" "$W/$side/plugins/"
+    printf '[plugins]\ndir = "%s"\nselector = "%s"\n' "$W/$side/plugins" "$SELECTOR" >>"$W/$side/setting.toml"
+  fi
   bin=$A; [ "$side" = B ] && bin=$B
   DATA_DIR="$W/$side" PORT="${PORT[$side]}" LOG_LEVEL=warning WORKERS=1 taskset -c 1 "$bin" >"$W/$side.log" 2>&1 &
   PIDS+=($!)
