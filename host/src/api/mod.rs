@@ -68,10 +68,11 @@ impl std::ops::Deref for AppState {
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// The request's id: the client's `x-request-id` when it is sane, else a new UUID. The server's connection
-/// service (`server::accept_loop`) makes it, hands it to [`App::serve`] and puts it into the answer's headers
-/// for every route: there rather than in an axum `from_fn` layer, which boxes the inner service and the future
-/// per request (measured: 68.6 k → 67.4 k instructions per chat request without it).
+/// The request's id: the client's `x-request-id` when it is sane, else a new UUID. The server makes it (the
+/// connection loop for the `/v1` requests it reads, hyper's service for the others), hands it to the handler
+/// and puts it into the answer's headers for every route: there rather than in an axum `from_fn` layer, which
+/// boxes the inner service and the future per request (measured: 68.6 k → 67.4 k instructions per chat request
+/// without it).
 pub fn request_id(headers: &HeaderMap) -> RequestId {
     request_id_from(headers.get("x-request-id").map(http::HeaderValue::as_bytes))
 }
