@@ -140,7 +140,7 @@ impl App {
         self.state.settings.load().global.max_body_bytes
     }
 
-    /// Route and gate of a `/v1` request, before its body is read: see [`openai::admit`].
+    /// Route and gate of a `/v1` request, before its body is read (`openai::admit`).
     pub fn admit_v1(
         &self,
         method: &http::Method,
