@@ -122,24 +122,7 @@ impl Conn {
 
     /// Whether the gateway closes the connection within `within` (reading and dropping what comes).
     fn closes_within(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        self.s
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let mut chunk = [0u8; 1024];
-        while Instant::now() < deadline {
-            match self.s.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return true,
-            }
-        }
-        false
+        support::closed_within(&mut self.s, within)
     }
 }
 

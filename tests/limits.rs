@@ -8,33 +8,12 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{GatewayBuilder, MockServer};
+use support::{closed_within, GatewayBuilder, MockServer};
 
 const T1: &str = "tok-limits-aaaaaaaaaaaaaaaa";
 
 fn hello() -> serde_json::Value {
     json!({"model": "grok-4-fast", "messages": [{"role": "user", "content": "hi"}]})
-}
-
-/// Reads until the connection closes or `timeout` passes; `Ok(true)` when the peer closed (EOF or reset).
-fn closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1024];
-    while Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 /// Sends a keep-alive `GET /health` and reads the answer's head; `None` when none came within `timeout`.

@@ -48,6 +48,29 @@ pub fn kill(child: &mut Option<Child>) {
     }
 }
 
+/// Reads (and drops) what comes until the peer closes the connection or `timeout` passes; `true` when it
+/// closed (EOF or reset).
+pub fn closed_within(s: &mut std::net::TcpStream, timeout: Duration) -> bool {
+    use std::io::Read;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
