@@ -6,7 +6,9 @@
 # syscalls:  strace -c of the gateway under load, with the request count to divide by.
 # Env: LOGMAX (call log entries, default 0 = off), PROXY=1 (egress through a local squid, as gateway+proxy in
 # run.sh; PROXY=socks: through microsocks), BENCH_BIN (directory of prebuilt grok2api and mock-upstream),
-# SECS (measured seconds, default 10), CONC (connections: callgrind default 1, syscalls 16), TOKENS (pool size, default 10), KEEP (dir for the raw profile).
+# SECS (measured seconds, default 10), CONC (connections: callgrind default 1, syscalls 16), TOKENS (pool size, default 10), KEEP (dir for the raw profile),
+# NPROXY (squid addresses in the pool with PROXY=1, default 1; run.sh uses 20), SELECTOR (a plugin in target/plugins
+# loaded as the proxy selector, e.g. least-latency).
 # Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,14 +44,20 @@ case "${PROXY:-0}" in
     # shellcheck source=bench/squid.sh
     . bench/squid.sh
     TP=$(free_port); mkdir -p "$W/squid"
-    squid_conf "$W/squid" "$TP" 1 >"$W/squid/squid.conf"
+    squid_conf "$W/squid" "$TP" "${NPROXY:-1}" >"$W/squid/squid.conf"
     squid_prepare "$W" "$W/squid"
     taskset -c 1 "$(command -v squid || echo /usr/sbin/squid)" -N -f "$W/squid/squid.conf" >/dev/null 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$TP") 2>/dev/null && break; sleep 0.1; done
-    printf 'proxy_url = "http://127.0.0.1:%s"\n' "$TP" >>"$W/gw/setting.toml"
+    urls=$(for i in $(seq 1 "${NPROXY:-1}"); do printf '"http://127.0.0.%s:%s", ' "$i" "$TP"; done)
+    printf 'proxy_urls = [%s]\n' "${urls%, }" >>"$W/gw/setting.toml"
     ;;
 esac
+if [ -n "${SELECTOR:-}" ]; then
+  mkdir -p "$W/plugins"
+  cp "target/plugins/$SELECTOR.wasm" "$W/plugins/"
+  printf '[plugins]\ndir = "%s"\nselector = "%s"\n' "$W/plugins" "$SELECTOR" >>"$W/gw/setting.toml"
+fi
 WRAP=(taskset -c 1)
 [ "$TOOL" = callgrind ] && WRAP+=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out")
 DATA_DIR="$W/gw" PORT="$GP" LOG_LEVEL=warning WORKERS=1 "${WRAP[@]}" $BIN/grok2api >"$W/gw.log" 2>&1 &

@@ -79,14 +79,15 @@ impl PoolParser for WasmPoolParser {
 }
 
 pub(crate) fn trial(inst: &mut Instance, deadline: Duration) -> Result<(), HookError> {
-    inst.arm(deadline);
     // Any answer will do, an error included: the trial checks the plugin runs, not what a sample means.
-    call(
-        inst,
-        "http://pool.invalid/trial",
-        200,
-        Some("application/json"),
-        b"[]",
-    )
+    inst.run(deadline, |inst| {
+        call(
+            inst,
+            "http://pool.invalid/trial",
+            200,
+            Some("application/json"),
+            b"[]",
+        )
+    })
     .map(|_| ())
 }

@@ -179,12 +179,14 @@ impl Slot {
                 }
             },
         };
-        inst.arm(self.timeout);
         let start = Instant::now();
         // A host import can panic under a guest: wasmtime-wasi's sync stdio `block_on`s, which panics on a
         // tokio worker (a guest `panic!` writes its message to stderr). Unwinding crosses the wasm frames
         // safely; the instance is dropped and the call fails open like a trap.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut inst)))
+        let r = inst
+            .run(self.timeout, |inst| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(inst)))
+            })
             .unwrap_or_else(|p| {
                 let msg = p
                     .downcast_ref::<&str>()
@@ -272,8 +274,8 @@ impl Slot {
     }
 }
 
-/// The engine, made by the first load: it reserves its instance pool's address space and starts a ticker
-/// thread, which a gateway without plugins should not pay for (idle RSS, and tools like valgrind cannot map
+/// The engine, made by the first load: it reserves its instance pool's address space and starts a deadline
+/// watchdog thread, which a gateway without plugins should not pay for (idle RSS, and tools like valgrind cannot map
 /// the reservation at all). Shared by registry generations with the same limits.
 struct EngineCell {
     limits: Limits,

@@ -140,6 +140,6 @@ pub(crate) fn trial(inst: &mut Instance, deadline: Duration) -> Result<(), HookE
             })
         })
         .collect();
-    inst.arm(deadline);
-    call(inst, &req, &cands).map(|_| ())
+    inst.run(deadline, |inst| call(inst, &req, &cands))
+        .map(|_| ())
 }

@@ -120,6 +120,6 @@ pub(crate) fn trial(inst: &mut Instance, deadline: Duration) -> Result<(), HookE
         route: "/v1/chat/completions".into(),
         ..CallLogEntry::default()
     };
-    inst.arm(deadline);
-    call(inst, &[record(&sample)]).map(|_| ())
+    inst.run(deadline, |inst| call(inst, &[record(&sample)]))
+        .map(|_| ())
 }
