@@ -26,11 +26,11 @@ fn registry(dir: &Path, plugins_toml: &str) -> Registry {
     Registry::new(&s.plugins, dir).unwrap()
 }
 
-fn cand(id: u32, host: &str, healthy: bool, failures: u32, latency: Option<u32>) -> Candidate {
+fn cand(id: u32, host: &str, healthy: bool, failures: u32, latency: Option<u32>) -> Candidate<'_> {
     Candidate {
         id,
         scheme: "http",
-        host: host.into(),
+        host,
         source: ProxySource::List,
         healthy,
         consecutive_failures: failures,
@@ -52,12 +52,13 @@ fn req<'a>(model: &'a str, bound: Option<u32>) -> SelectRequest<'a> {
     }
 }
 
-fn twenty() -> Vec<Candidate> {
+/// Candidates borrow their hosts; a test's few strings live for the whole process.
+fn twenty() -> Vec<Candidate<'static>> {
     (0..20)
         .map(|i| {
             cand(
                 i,
-                &format!("10.0.{}.{}:8080", i % 2, i),
+                format!("10.0.{}.{}:8080", i % 2, i).leak(),
                 true,
                 0,
                 Some(500 - i * 7),

@@ -40,12 +40,12 @@ fn registry(dir: &Path, toml: &str) -> Registry {
     r
 }
 
-fn candidates(n: u32) -> Vec<Candidate> {
+fn candidates(n: u32) -> Vec<Candidate<'static>> {
     (0..n)
         .map(|i| Candidate {
             id: i,
             scheme: "http",
-            host: format!("10.0.{}.{}:8080", i % 2, i),
+            host: format!("10.0.{}.{}:8080", i % 2, i).leak(),
             source: ProxySource::List,
             healthy: i % 7 != 3,
             consecutive_failures: i % 3,

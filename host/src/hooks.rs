@@ -63,15 +63,16 @@ pub struct SelectRequest<'a> {
     pub bound: Option<u32>,
 }
 
-/// One proxy the selector may choose, without credentials.
+/// One proxy the selector may choose, without credentials. Borrows from the pool's entries: a plugin
+/// selector sees every proxy on every request, and copying each host string cost more than the call.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
+pub struct Candidate<'a> {
     /// Index in the candidate list; what [`Selection::Use`] refers to.
     pub id: u32,
     /// `http`, `https` or `socks5h`.
     pub scheme: &'static str,
     /// `host:port`, no credentials.
-    pub host: String,
+    pub host: &'a str,
     pub source: ProxySource,
     pub healthy: bool,
     pub consecutive_failures: u32,
@@ -98,7 +99,7 @@ pub trait ProxySelector: Send + Sync + 'static {
     fn select(
         &self,
         req: &SelectRequest<'_>,
-        candidates: &[Candidate],
+        candidates: &[Candidate<'_>],
     ) -> Result<Selection, HookError>;
 }
 

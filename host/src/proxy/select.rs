@@ -39,7 +39,7 @@ pub(crate) fn choose(view: &impl View, start: usize) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-struct Candidates<'a>(&'a [Candidate]);
+struct Candidates<'a>(&'a [Candidate<'a>]);
 
 impl View for Candidates<'_> {
     fn len(&self) -> usize {
@@ -68,7 +68,7 @@ impl ProxySelector for BuiltinSelector {
     fn select(
         &self,
         req: &SelectRequest<'_>,
-        candidates: &[Candidate],
+        candidates: &[Candidate<'_>],
     ) -> Result<Selection, HookError> {
         if let Some(b) = req.bound {
             if candidates.get(b as usize).is_some_and(|c| c.healthy) {
@@ -88,11 +88,11 @@ mod tests {
     use super::*;
     use crate::hooks::ProxySource;
 
-    fn cand(id: u32, healthy: bool, bound: u32) -> Candidate {
+    fn cand(id: u32, healthy: bool, bound: u32) -> Candidate<'static> {
         Candidate {
             id,
             scheme: "http",
-            host: format!("10.0.0.{id}:8080"),
+            host: "10.0.0.1:8080",
             source: ProxySource::List,
             healthy,
             consecutive_failures: 0,
