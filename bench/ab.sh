@@ -7,7 +7,7 @@
 # /proc) per run and its median: on a shared machine req/s moves with the neighbours, CPU per request much less.
 # Env: CONCS (64), DURATION (3s), ROUNDS (3), KINDS; PROXY=squid or PROXY=socks sends both gateways' upstream
 # traffic through one squid (bench/squid.sh) or microsocks on core 1, as gateway+proxy and gateway+socks in
-# run.sh (one proxy address instead of 20). SELECTOR=least-latency loads that plugin (target/plugins/NAME.wasm,
+# run.sh (NPROXY addresses of that squid, default 1; run.sh uses 20). SELECTOR=least-latency loads that plugin (target/plugins/NAME.wasm,
 # plugins/build.sh's output, as scripts/test builds it) as both gateways' proxy selector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,11 +35,12 @@ case "${PROXY:-}" in
     # shellcheck source=bench/squid.sh
     . bench/squid.sh
     PXP=$(free_port); mkdir -p "$W/squid"
-    squid_conf "$W/squid" "$PXP" 1 >"$W/squid/squid.conf"
+    squid_conf "$W/squid" "$PXP" "${NPROXY:-1}" >"$W/squid/squid.conf"
     squid_prepare "$W" "$W/squid"
     taskset -c 1 "$(command -v squid || echo /usr/sbin/squid)" -N -f "$W/squid/squid.conf" >"$W/squid/out.log" 2>&1 &
     PIDS+=($!)
-    EXTRA="proxy_url = \"http://127.0.0.1:$PXP\""
+    urls=$(for i in $(seq 1 "${NPROXY:-1}"); do printf '"http://127.0.0.%s:%s", ' "$i" "$PXP"; done)
+    EXTRA="proxy_urls = [${urls%, }]"
     ;;
   socks)
     PXP=$(free_port)
