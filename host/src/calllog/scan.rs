@@ -193,9 +193,11 @@ static DONE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"[DONE]")
 /// Whether an event can end the stream or carry an error: an `"error"` key, or a `finish_reason` that is not
 /// `null`. Parsing every event was most of a streamed call's instructions with the call log off.
 fn may_end_stream(data: &[u8]) -> bool {
-    if ERROR.find(data).is_some() {
-        return true;
-    }
+    ERROR.find(data).is_some() || finish_set(data)
+}
+
+/// A `finish_reason` key in the event whose value is not `null`.
+fn finish_set(data: &[u8]) -> bool {
     FINISH
         .find_iter(data)
         .any(|i| finish_is_set(&data[i + FINISH.needle().len()..]))
@@ -302,8 +304,16 @@ impl SseScanner {
             self.findings.stream_complete = true;
             return;
         }
-        if data.is_empty() || (self.outcome_only && !may_end_stream(data)) {
+        if data.is_empty() {
             return;
+        }
+        if self.outcome_only {
+            // Without an `"error"` key only a set `finish_reason` matters, and finding it is enough: parsing
+            // the event to read it again was most of the scan's cost at a stream's end.
+            if ERROR.find(data).is_none() {
+                self.findings.stream_complete |= finish_set(data);
+                return;
+            }
         }
         if !self.outcome_only {
             if let Some(text) = plain_text_delta(data) {
@@ -473,6 +483,34 @@ mod tests {
                     "{stream:?} in pieces of {step}"
                 );
             }
+        }
+    }
+
+    /// On well-formed events, outcome-only mode (which finds a set `finish_reason` without parsing the event)
+    /// ends where a full scan does.
+    #[test]
+    fn outcome_only_agrees_with_the_full_scan() {
+        let delta = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]}\n\n";
+        let stop =
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\": \"stop\"}]}\n\n";
+        let error = "data: {\"error\":{\"message\":\"overloaded\",\"finish_reason\":\"x\"}}\n\n";
+        for stream in [
+            format!("{delta}{delta}{stop}data: [DONE]\n\n"),
+            format!("{delta}{stop}"),
+            format!("{delta}{delta}"),
+            format!("{delta}{error}"),
+            format!("{delta}{stop}{error}"),
+            format!("{delta}data: [DONE]\n\n"),
+        ] {
+            let (mut full, mut outcome) = (SseScanner::default(), SseScanner::outcome_only());
+            full.feed(stream.as_bytes());
+            outcome.feed(stream.as_bytes());
+            let (full, outcome) = (full.finish(), outcome.finish());
+            assert_eq!(
+                (outcome.stream_complete, outcome.stream_error),
+                (full.stream_complete, full.stream_error),
+                "{stream}"
+            );
         }
     }
 
