@@ -338,8 +338,8 @@ impl View for Entries<'_> {
     }
 }
 
-/// foldhash, seeded per process: the keys are token ids the operator chose, and SipHash over them (four
-/// times per proxied request: shard and map, on lookup and bind) was 2 % of the request's instructions.
+/// foldhash, seeded per process: the keys are token ids the operator chose, and SipHash over them (up to
+/// four times per proxied request: shard and map, on lookup and bind) was 2 % of the request's instructions.
 type TokenHasher = foldhash::fast::RandomState;
 type Shard = Mutex<HashMap<Box<str>, Arc<ProxyEntry>, TokenHasher>>;
 
