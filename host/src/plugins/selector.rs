@@ -40,21 +40,40 @@ fn source(s: ProxySource) -> wit::ProxySource {
     }
 }
 
-/// The WIT record of `c`, its host written into `host` (a buffer to reuse, or a new one).
-fn candidate(c: &Candidate<'_>, mut host: String) -> wit::Candidate {
-    set(&mut host, c.host);
+/// Writes `c` into `w`, reusing the host string's buffer.
+fn candidate_into(c: &Candidate<'_>, w: &mut wit::Candidate) {
+    w.id = c.id;
+    w.scheme = scheme(c.scheme);
+    set(&mut w.host, c.host);
+    w.source = source(c.source);
+    w.healthy = c.healthy;
+    w.consecutive_failures = c.consecutive_failures;
+    w.requests = c.requests;
+    w.successes = c.successes;
+    w.ewma_latency_ms = c.ewma_latency_ms;
+    w.bound_tokens = c.bound_tokens;
+    w.idle_ms = c.idle_ms;
+}
+
+fn candidate(c: &Candidate<'_>) -> wit::Candidate {
+    let mut w = blank();
+    candidate_into(c, &mut w);
+    w
+}
+
+fn blank() -> wit::Candidate {
     wit::Candidate {
-        id: c.id,
-        scheme: scheme(c.scheme),
-        host,
-        source: source(c.source),
-        healthy: c.healthy,
-        consecutive_failures: c.consecutive_failures,
-        requests: c.requests,
-        successes: c.successes,
-        ewma_latency_ms: c.ewma_latency_ms,
-        bound_tokens: c.bound_tokens,
-        idle_ms: c.idle_ms,
+        id: 0,
+        scheme: wit::Scheme::Http,
+        host: String::new(),
+        source: wit::ProxySource::List,
+        healthy: false,
+        consecutive_failures: 0,
+        requests: 0,
+        successes: 0,
+        ewma_latency_ms: None,
+        bound_tokens: 0,
+        idle_ms: 0,
     }
 }
 
@@ -102,8 +121,8 @@ impl Scratch {
         self.cands.truncate(candidates.len());
         for (i, c) in candidates.iter().enumerate() {
             match self.cands.get_mut(i) {
-                Some(w) => *w = candidate(c, std::mem::take(&mut w.host)),
-                None => self.cands.push(candidate(c, String::new())),
+                Some(w) => candidate_into(c, w),
+                None => self.cands.push(candidate(c)),
             }
         }
     }
@@ -190,22 +209,19 @@ pub(crate) fn trial(inst: &mut Instance, deadline: Duration) -> Result<(), HookE
     };
     let cands: Vec<wit::Candidate> = (0..3u32)
         .map(|i| {
-            candidate(
-                &Candidate {
-                    id: i,
-                    scheme: "http",
-                    host: &format!("192.0.2.{}:8080", i + 1),
-                    source: ProxySource::List,
-                    healthy: true,
-                    consecutive_failures: 0,
-                    requests: 10,
-                    successes: 9,
-                    ewma_latency_ms: Some(100 + 10 * i),
-                    bound_tokens: 0,
-                    idle_ms: 1000,
-                },
-                String::new(),
-            )
+            candidate(&Candidate {
+                id: i,
+                scheme: "http",
+                host: &format!("192.0.2.{}:8080", i + 1),
+                source: ProxySource::List,
+                healthy: true,
+                consecutive_failures: 0,
+                requests: 10,
+                successes: 9,
+                ewma_latency_ms: Some(100 + 10 * i),
+                bound_tokens: 0,
+                idle_ms: 1000,
+            })
         })
         .collect();
     inst.run(deadline, |inst| call(inst, &req, &cands))
@@ -259,8 +275,7 @@ mod tests {
                 bound,
             };
             s.fill(&req, n == 6, &cands);
-            let fresh: Vec<wit::Candidate> =
-                cands.iter().map(|c| candidate(c, String::new())).collect();
+            let fresh: Vec<wit::Candidate> = cands.iter().map(candidate).collect();
             assert_eq!(format!("{:?}", s.cands), format!("{fresh:?}"), "{n}");
             assert_eq!(
                 (
