@@ -159,6 +159,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// The upstream's own headers reached the client: its content type and the mock's peer header, with the
+/// body's length and never its connection header.
+fn upstream_headers_passed(a: &Answer) {
+    assert_eq!(a.headers["content-type"], "application/json", "{a:?}");
+    assert_eq!(a.headers["x-mock-peer"], "127.0.0.1", "{a:?}");
+    assert_eq!(
+        a.headers["content-length"],
+        a.body.len().to_string(),
+        "{a:?}"
+    );
+    assert!(!a.headers.contains_key("connection"), "{a:?}");
+}
+
 #[tokio::test]
 async fn v1_and_other_routes_share_one_connection() {
     let (mock, gw) = setup("").await;
@@ -171,6 +184,7 @@ async fn v1_and_other_routes_share_one_connection() {
         for h in ["x-request-id", "date", "content-type"] {
             assert!(a.headers.contains_key(h), "{h} missing: {a:?}");
         }
+        upstream_headers_passed(&a);
         // Not `/v1`: from here on hyper serves the connection, with what was read.
         c.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
         let h = c.answer();
@@ -231,7 +245,10 @@ async fn chunked_bodies_expect_and_http10_go_to_hyper() {
             )
             .as_bytes(),
         );
-        assert_eq!(echoed(&c.answer()), "echo: chunked");
+        let a = c.answer();
+        assert_eq!(echoed(&a), "echo: chunked");
+        // hyper writes the upstream's headers too (`upstream::head::materialize`).
+        upstream_headers_passed(&a);
 
         let mut c = Conn::open(port);
         let body = json!({"model": "grok-4-fast", "messages": [{"role": "user", "content": "expect"}]})

@@ -129,7 +129,10 @@ pub async fn serve(
         }
         Route::Models | Route::Model(_) => Bytes::new(),
     };
-    handle(state, Call { addr, id }, route, body).await
+    let mut answer = handle(state, Call { addr, id }, route, body).await;
+    // hyper writes only the `HeaderMap`: the upstream's raw header lines go into it first.
+    crate::upstream::head::materialize(&mut answer);
+    answer
 }
 
 /// The route a `/v1` request takes once it passed the gate, or the answer that refuses it (404, 405, 429,

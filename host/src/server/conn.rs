@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use super::ConnLimits;
 use crate::api::App;
+use crate::upstream::head::RawHeaders;
 
 /// hyper's default, so a head with more headers goes to hyper and gets its answer.
 const MAX_HEADERS: usize = 100;
@@ -456,6 +457,16 @@ fn encode_head(
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
+    // An upstream answer's own header lines, as they came (`upstream::head`).
+    if let Some(raw) = parts.extensions.get::<RawHeaders>() {
+        for (name, value) in raw.passed() {
+            if request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id") {
+                continue;
+            }
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            put(out, name, value);
+        }
+    }
     for (name, value) in &parts.headers {
         if name == CONTENT_LENGTH
             || name == TRANSFER_ENCODING
@@ -751,6 +762,48 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("connection"));
+    }
+
+    #[test]
+    fn an_upstream_answers_raw_headers_pass_once_without_hop_by_hop_ones() {
+        let mut resp = http::Response::new(());
+        resp.headers_mut()
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+        resp.extensions_mut().insert(RawHeaders::from_lines(&[
+            ("Content-Type", "text/event-stream"),
+            ("Content-Length", "999"),
+            ("Transfer-Encoding", "chunked"),
+            ("Connection", "keep-alive"),
+            ("Set-Cookie", "session=1"),
+            ("X-Request-Id", "theirs"),
+            ("Date", "Fri, 27 Nov 2026 12:00:00 GMT"),
+            ("x-ratelimit-remaining-requests", "9"),
+        ]));
+        let (parts, ()) = resp.into_parts();
+        let id = HeaderValue::from_static("ours");
+        let mut out = Vec::new();
+        encode_head(&mut out, &parts, Some(&id), None, false, false);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        for want in [
+            "Content-Type: text/event-stream",
+            "x-accel-buffering: no",
+            "x-request-id: ours",
+            "transfer-encoding: chunked",
+            "Date: Fri, 27 Nov 2026 12:00:00 GMT",
+            "x-ratelimit-remaining-requests: 9",
+        ] {
+            assert_eq!(
+                lines.iter().filter(|l| **l == want).count(),
+                1,
+                "{want} in {text}"
+            );
+        }
+        let lower = text.to_ascii_lowercase();
+        assert_eq!(lower.matches("date:").count(), 1, "{text}");
+        for gone in ["999", "keep-alive", "session", "theirs", "connection"] {
+            assert!(!lower.contains(gone), "{gone} in {text}");
+        }
     }
 
     /// The connection's task is allocated for as long as the connection is open, idle keep-alive included:

@@ -21,10 +21,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderValue, Method, Request, StatusCode, Version};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::head::{RawHeaders, Span};
 
 /// An answer's head may not be larger (hyper's default limit is of the same order).
 const MAX_HEAD: usize = 64 * 1024;
@@ -233,16 +235,17 @@ fn header(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Parses the answer's head off the front of `buf`, skipping interim (1xx) answers. `None`: not all of it
-/// arrived yet.
+/// arrived yet. The headers stay in the head's bytes ([`RawHeaders`], in the answer's extensions); its
+/// `HeaderMap` is empty.
 #[allow(clippy::type_complexity)]
 fn parse_head(
     buf: &mut BytesMut,
     head_only: bool,
 ) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
     loop {
-        // Offsets of names and values in the head, so the values can share its bytes once it is split off.
-        // The header slots stay uninitialised: zeroing 100 of them was 6 % of a chat request.
-        let (len, code, minor, spans) = {
+        // Offsets of names and values in the head, which the raw headers keep. The header slots stay
+        // uninitialised: zeroing 100 of them was 6 % of a chat request.
+        let (len, status, version, spans, framing, keep_alive) = {
             let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
             let mut resp = httparse::Response::new(&mut []);
             let parsed = httparse::ParserConfig::default()
@@ -252,26 +255,42 @@ fn parse_head(
                 Ok(httparse::Status::Partial) => return Ok(None),
                 Err(e) => return Err(Error::Head(e.to_string())),
             };
+            let code = resp.code.unwrap_or(0);
+            let status =
+                StatusCode::from_u16(code).map_err(|_| Error::Head(format!("status {code}")))?;
+            let version = match resp.version {
+                Some(1) => Version::HTTP_11,
+                _ => Version::HTTP_10,
+            };
             let base = buf.as_ptr() as usize;
-            let spans: Vec<(usize, usize, usize, usize)> = resp
+            let spans: Vec<Span> = resp
                 .headers
                 .iter()
                 .map(|h| {
                     let n = h.name.as_ptr() as usize - base;
                     let v = h.value.as_ptr() as usize - base;
-                    (n, h.name.len(), v, h.value.len())
+                    // Within MAX_HEAD (a longer head is refused before it completes).
+                    [
+                        n as u32,
+                        h.name.len() as u32,
+                        v as u32,
+                        h.value.len() as u32,
+                    ]
                 })
                 .collect();
-            (
-                len,
-                resp.code.unwrap_or(0),
-                resp.version.unwrap_or(1),
-                spans,
-            )
+            let (framing, keep_alive) = if status.is_informational() {
+                (Framing::Done, true)
+            } else {
+                let (framing, mut keep_alive) = framing(resp.headers, status, head_only)?;
+                keep_alive &= match version {
+                    Version::HTTP_11 => !has_token(resp.headers, "connection", "close"),
+                    _ => has_token(resp.headers, "connection", "keep-alive"),
+                };
+                (framing, keep_alive)
+            };
+            (len, status, version, spans, framing, keep_alive)
         };
         let head = buf.split_to(len).freeze();
-        let status =
-            StatusCode::from_u16(code).map_err(|_| Error::Head(format!("status {code}")))?;
         if status.is_informational() {
             if status == StatusCode::SWITCHING_PROTOCOLS {
                 return Err(Error::Head(
@@ -280,59 +299,49 @@ fn parse_head(
             }
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for &(n, nl, v, vl) in &spans {
-            let name = HeaderName::from_bytes(&head[n..n + nl])
-                .map_err(|_| Error::Head("a header name is not valid".into()))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
-                .map_err(|_| Error::Head(format!("the value of {name} is not valid")))?;
-            headers.append(name, value);
-        }
-        let version = if minor == 1 {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_10
-        };
-        let (framing, mut keep_alive) = framing(&headers, status, head_only)?;
-        keep_alive &= match version {
-            Version::HTTP_11 => !has_token(&headers, CONNECTION, "close"),
-            _ => has_token(&headers, CONNECTION, "keep-alive"),
-        };
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = status;
         parts.version = version;
-        parts.headers = headers;
+        parts.extensions.insert(RawHeaders::new(head, spans));
         return Ok(Some((parts, framing, keep_alive)));
     }
 }
 
+/// The values of header `name` (lowercase), in order.
+fn values<'h>(
+    headers: &'h [httparse::Header<'_>],
+    name: &'static str,
+) -> impl Iterator<Item = &'h [u8]> {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
 /// The body's framing, and whether it leaves the connection reusable as far as framing goes.
 fn framing(
-    headers: &HeaderMap,
+    headers: &[httparse::Header<'_>],
     status: StatusCode,
     head_only: bool,
 ) -> Result<(Framing, bool), Error> {
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Done, true));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+    if let Some(last) = values(headers, "transfer-encoding").last() {
+        let chunked = last
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         // With a Content-Length as well, the sender may be confused: read this answer, keep no connection.
-        let clean = chunked && !headers.contains_key(CONTENT_LENGTH);
+        let clean = chunked && values(headers, "content-length").next().is_none();
         return Ok(match chunked {
             true => (Framing::Chunked(Chunked::Size), clean),
             false => (Framing::Close, false),
         });
     }
     let mut length = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
+    for v in values(headers, "content-length") {
+        for part in v.split(|&b| b == b',') {
             let n = parse_decimal(part.trim_ascii())
                 .ok_or_else(|| Error::Head("Content-Length is not a number".into()))?;
             if length.is_some_and(|l| l != n) {
@@ -357,13 +366,10 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
     })
 }
 
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+fn has_token(headers: &[httparse::Header<'_>], name: &'static str, token: &str) -> bool {
+    values(headers, name)
+        .flat_map(|v| v.split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// An answer's body; it owns the connection until the body ended.
@@ -651,8 +657,19 @@ mod tests {
     fn heads_give_status_headers_framing_and_reuse() {
         let (p, f, keep) = head(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\nX-A: 1\r\nX-A: 2\r\n\r\n").unwrap().unwrap();
         assert_eq!(p.status, 200);
-        assert_eq!(p.headers["content-type"], "application/json");
-        assert_eq!(p.headers.get_all("x-a").iter().count(), 2);
+        assert!(p.headers.is_empty());
+        let raw = p.extensions.get::<RawHeaders>().unwrap();
+        assert_eq!(raw.get("content-type"), Some(&b"application/json"[..]));
+        let all: Vec<_> = raw.iter().collect();
+        assert_eq!(
+            all,
+            [
+                (&b"Content-Type"[..], &b"application/json"[..]),
+                (b"Content-Length", b"12"),
+                (b"X-A", b"1"),
+                (b"X-A", b"2")
+            ]
+        );
         assert_eq!((f, keep), (Framing::Length(12), true));
 
         let (_, f, keep) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
@@ -683,6 +700,16 @@ mod tests {
             .unwrap();
         assert_eq!(f, Framing::Length(7));
         assert!(head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+        // Values without their surrounding whitespace, bare LF line ends, an interim answer's headers gone.
+        let (p, _, _) = head(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\nX-B:  two words \t\nContent-Length: 0\n\n")
+            .unwrap()
+            .unwrap();
+        let raw = p.extensions.get::<RawHeaders>().unwrap();
+        let all: Vec<_> = raw.iter().collect();
+        assert_eq!(
+            all,
+            [(&b"X-B"[..], &b"two words"[..]), (b"Content-Length", b"0")]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod client;
 mod direct;
 mod egress;
 mod h1;
+pub mod head;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use thiserror::Error;
@@ -395,7 +396,7 @@ impl Forwarder {
                     }
                     if status.is_success() {
                         lease.report(Outcome::Success {
-                            remaining: header_i64(resp.headers(), &RATELIMIT_REMAINING),
+                            remaining: header_i64(&resp, &RATELIMIT_REMAINING),
                         });
                         record.first_byte_ms = Some(record.started.elapsed().as_millis() as u64);
                         record.upstream_first_byte = Some(sent_at.elapsed());
@@ -454,7 +455,7 @@ impl Forwarder {
         retry_codes: &[u16],
     ) -> Result<Response, AttemptError> {
         let (parts, body) = resp.into_parts();
-        let (status, mut headers) = (parts.status, parts.headers);
+        let (status, mut headers, extensions) = (parts.status, parts.headers, parts.extensions);
         let code = status.as_u16();
         let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
             .await
@@ -465,7 +466,8 @@ impl Forwarder {
         let message = upstream_message(&body);
         match code {
             429 => {
-                let retry_after = headers.get(http::header::RETRY_AFTER).cloned();
+                let retry_after = head::get(&headers, &extensions, &http::header::RETRY_AFTER)
+                    .and_then(|v| HeaderValue::from_bytes(v).ok());
                 lease.report(Outcome::RateLimited {
                     retry_after: retry_after.as_ref().and_then(parse_retry_after),
                 });
@@ -514,10 +516,11 @@ impl Forwarder {
             }
             _ => {
                 lease.report(Outcome::Transient);
-                strip_response_headers(&mut headers);
+                head::strip(&mut headers);
                 let mut out = Response::new(Body::from(body));
                 *out.status_mut() = status;
                 *out.headers_mut() = headers;
+                *out.extensions_mut() = extensions;
                 Ok(out)
             }
         }
@@ -534,13 +537,12 @@ impl Forwarder {
     ) -> Result<Response, (ForwardError, CallRecord)> {
         let grok = &cfg.settings.grok;
         let (parts, body) = resp.into_parts();
-        let (status, mut headers) = (parts.status, parts.headers);
-        // Kept and trimmed rather than copied: a copy was 2 % of a chat request's instructions.
-        strip_response_headers(&mut headers);
-        let is_sse = headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let (status, mut headers, extensions) = (parts.status, parts.headers, parts.extensions);
+        // Kept and trimmed rather than copied: a copy was 2 % of a chat request's instructions. Raw headers
+        // (`head::RawHeaders`, in `extensions`) are filtered as they are written.
+        head::strip(&mut headers);
+        let is_sse = head::get(&headers, &extensions, &http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.starts_with(b"text/event-stream"));
 
         if stream || is_sse {
             headers.remove(http::header::CONTENT_LENGTH);
@@ -563,6 +565,7 @@ impl Forwarder {
             let mut out = Response::new(Body::new(body));
             *out.status_mut() = status;
             *out.headers_mut() = headers;
+            *out.extensions_mut() = extensions;
             return Ok(out);
         }
 
@@ -620,6 +623,7 @@ impl Forwarder {
                 let mut out = Response::new(Body::from(bytes));
                 *out.status_mut() = status;
                 *out.headers_mut() = headers;
+                *out.extensions_mut() = extensions;
                 Ok(out)
             }
             Err(e) => Err((e, record)),
@@ -659,47 +663,25 @@ impl Forwarder {
         let status = resp.status().as_u16();
         match status {
             200..=299 => lease.report(Outcome::Success {
-                remaining: header_i64(resp.headers(), &RATELIMIT_REMAINING),
+                remaining: header_i64(&resp, &RATELIMIT_REMAINING),
             }),
             401 | 403 => lease.report(Outcome::AuthFailed {
                 status,
                 message: "token test".into(),
             }),
             429 => lease.report(Outcome::RateLimited {
-                retry_after: resp
-                    .headers()
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(parse_retry_after),
+                retry_after: head::get(
+                    resp.headers(),
+                    resp.extensions(),
+                    &http::header::RETRY_AFTER,
+                )
+                .and_then(|v| HeaderValue::from_bytes(v).ok())
+                .as_ref()
+                .and_then(parse_retry_after),
             }),
             _ => {}
         }
         Ok(status)
-    }
-}
-
-/// Headers of an upstream answer the client must not get: hop-by-hop ones, and cookies meant for our credential.
-const DROPPED_RESPONSE_HEADERS: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-connection",
-    "set-cookie",
-];
-
-/// Removes [`DROPPED_RESPONSE_HEADERS`] from an upstream answer's headers. Finds them before removing: most
-/// answers carry none or one (a stream's `transfer-encoding`), and a scan of the names is cheaper than nine
-/// removals by name.
-fn strip_response_headers(h: &mut HeaderMap) {
-    while let Some(name) = h
-        .keys()
-        .find(|n| DROPPED_RESPONSE_HEADERS.contains(&n.as_str()))
-        .cloned()
-    {
-        h.remove(&name);
     }
 }
 
@@ -715,8 +697,9 @@ fn status_of(e: &ForwardError) -> Option<u16> {
 const RATELIMIT_REMAINING: http::HeaderName =
     http::HeaderName::from_static("x-ratelimit-remaining-requests");
 
-fn header_i64(h: &HeaderMap, name: &http::HeaderName) -> Option<i64> {
-    h.get(name)?.to_str().ok()?.trim().parse().ok()
+fn header_i64<B>(resp: &http::Response<B>, name: &http::HeaderName) -> Option<i64> {
+    let v = head::get(resp.headers(), resp.extensions(), name)?;
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -784,27 +767,6 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_cookies_are_dropped() {
-        let mut h = HeaderMap::new();
-        h.append("content-type", HeaderValue::from_static("application/json"));
-        h.append(
-            "x-ratelimit-remaining-requests",
-            HeaderValue::from_static("9"),
-        );
-        h.append("connection", HeaderValue::from_static("keep-alive"));
-        h.append("set-cookie", HeaderValue::from_static("a=1"));
-        h.append("set-cookie", HeaderValue::from_static("b=2"));
-        h.append("transfer-encoding", HeaderValue::from_static("chunked"));
-        strip_response_headers(&mut h);
-        let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["content-type", "x-ratelimit-remaining-requests"]);
-        let mut clean = HeaderMap::new();
-        clean.append("content-type", HeaderValue::from_static("text/plain"));
-        strip_response_headers(&mut clean);
-        assert_eq!(clean.len(), 1);
     }
 
     #[test]
