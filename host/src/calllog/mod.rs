@@ -233,7 +233,7 @@ impl CallLog {
     /// Records a finished call: one log line, and one entry unless it is a `/v1/models` call that is not logged.
     pub fn finish(&self, record: CallRecord) {
         let elapsed = record.started.elapsed();
-        log_line(&record);
+        log_line(&record, elapsed);
         self.metrics.record(&record, elapsed);
         if self.disabled.load(Ordering::Relaxed)
             || (record.route.starts_with("/v1/models")
@@ -551,9 +551,10 @@ impl Writer {
 }
 
 /// The request's log line, with every retry.
-fn log_line(record: &CallRecord) {
-    let elapsed_ms = record.started.elapsed().as_secs_f64() * 1000.0;
-    let retries = record.retries.join(", ");
+fn log_line(record: &CallRecord, elapsed: Duration) {
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    // Joined only when the line is written (the level may leave it out).
+    let retries = Joined(&record.retries);
     let token = record.token_id.as_deref().unwrap_or("-");
     let egress = record.proxy.as_deref().unwrap_or("-");
     if record.success {
@@ -585,6 +586,21 @@ fn log_line(record: &CallRecord) {
             error = %record.error_message,
             "request failed"
         );
+    }
+}
+
+/// Strings shown joined by ", ".
+struct Joined<'a>(&'a [String]);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(s)?;
+        }
+        Ok(())
     }
 }
 

