@@ -178,6 +178,25 @@ mod tests {
     }
 
     #[test]
+    fn exactly_the_dropped_names_and_the_length_do_not_pass() {
+        for name in DROPPED.iter().chain(&["content-length"]) {
+            assert!(!passes(name.as_bytes()), "{name}");
+            assert!(!passes(name.to_ascii_uppercase().as_bytes()), "{name}");
+        }
+        for name in [
+            "content-type",
+            "x-request-id",
+            "date",
+            "tee",
+            "trailers",
+            "x-connection",
+            "",
+        ] {
+            assert!(passes(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
     fn strip_drops_hop_by_hop_headers_and_cookies() {
         let mut h = HeaderMap::new();
         for name in DROPPED {

@@ -15,9 +15,9 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{HeaderValue, Method, StatusCode};
 use http_body::Body as _;
-use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
 use thiserror::Error;
 
