@@ -132,10 +132,15 @@ fn describe() {
     );
 }
 
+/// The hasher of the per-request label lookups: foldhash, seeded per process. SipHash over a model name
+/// and its (name, status) key twice a request was 1 % of a chat request's instructions; the keys are bounded
+/// (`MAX_MODEL_LABELS`), so flooding is not a concern a keyed hash must answer.
+type LabelHasher = foldhash::fast::RandomState;
+
 /// Bounded model labels: reads are lock-free; a new model takes a mutex once.
 #[derive(Default)]
 pub struct ModelLabels {
-    known: ArcSwap<HashSet<Arc<str>>>,
+    known: ArcSwap<HashSet<Arc<str>, LabelHasher>>,
     insert: Mutex<()>,
 }
 
@@ -179,7 +184,7 @@ struct RouteHandles {
     upstream: OnceLock<Histogram>,
     overhead: Histogram,
     /// `grok2api_requests_total` by model label and status; bounded like the labels themselves.
-    requests: RwLock<HashMap<(Arc<str>, u16), Counter>>,
+    requests: RwLock<HashMap<(Arc<str>, u16), Counter, LabelHasher>>,
 }
 
 impl RouteHandles {

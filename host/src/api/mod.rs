@@ -84,13 +84,11 @@ pub fn request_id_from(sent: Option<&[u8]>) -> RequestId {
         // Checked just above: visible ASCII is UTF-8.
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_string)
-        // Encoded straight into a buffer: `to_string` goes through the formatting machinery per request.
+        // Encoded straight into a buffer, then copied as is: `to_string` on a `&mut str` (or on the `Uuid`)
+        // goes through the formatting machinery per request.
         .unwrap_or_else(|| {
             let mut buf = uuid::Uuid::encode_buffer();
-            uuid::Uuid::new_v4()
-                .hyphenated()
-                .encode_lower(&mut buf)
-                .to_string()
+            String::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf))
         });
     RequestId(id)
 }
