@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -236,7 +236,7 @@ pub(super) async fn serve(
         };
 
         let id = crate::api::request_id_from(head.request_id.map(|(a, b)| &buf[a..b]));
-        let id_header = HeaderValue::from_str(&id.0).ok();
+        let id_header = IdCopy::of(&id.0);
         let admitted = {
             // Checked by `is_path_byte`: ASCII.
             let path = std::str::from_utf8(&buf[head.path.0..head.path.1]).unwrap_or_default();
@@ -328,6 +328,32 @@ fn read_ahead(tcp: &TcpStream, buf: &mut BytesMut) -> Option<bool> {
     }
 }
 
+/// The request id, kept for the answer's head while the handler owns the `RequestId`: at most 128 visible
+/// ASCII bytes (`api::request_id_from`), so it fits here without an allocation or a header-value check.
+struct IdCopy {
+    bytes: [u8; 128],
+    len: u8,
+}
+
+impl IdCopy {
+    fn of(id: &str) -> Option<IdCopy> {
+        let len = id.len();
+        if len > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let mut bytes = [0; 128];
+        bytes[..len].copy_from_slice(id.as_bytes());
+        Some(IdCopy {
+            bytes,
+            len: len as u8,
+        })
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 /// Writes the answer's head and body: `Content-Length` when its length is known, chunked otherwise, each
 /// piece of body as soon as it is there (server-sent events must not wait).
 async fn write_answer(
@@ -335,7 +361,7 @@ async fn write_answer(
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
     answer: Response,
-    request_id: Option<HeaderValue>,
+    request_id: Option<IdCopy>,
     close: bool,
 ) -> io::Result<()> {
     let (parts, mut body) = answer.into_parts();
@@ -347,7 +373,8 @@ async fn write_answer(
         None => body.size_hint().exact().map(|n| n as usize),
     };
     out.clear();
-    encode_head(out, &parts, request_id.as_ref(), length, close, bodiless);
+    let id = request_id.as_ref().map(IdCopy::as_bytes);
+    encode_head(out, &parts, id, length, close, bodiless);
     if bodiless {
         return tcp.write_all(out).await;
     }
@@ -446,7 +473,7 @@ fn bad(what: &'static str) -> io::Error {
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
-    request_id: Option<&HeaderValue>,
+    request_id: Option<&[u8]>,
     length: Option<usize>,
     close: bool,
     bodiless: bool,
@@ -479,7 +506,7 @@ fn encode_head(
         put(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if let Some(id) = request_id {
-        put(out, b"x-request-id", id.as_bytes());
+        put(out, b"x-request-id", id);
     }
     if !bodiless {
         match length {
@@ -727,9 +754,8 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = resp.into_parts();
-        let id = HeaderValue::from_static("ours");
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, Some(&id), Some(17), true, false);
+        encode_head(&mut out, &parts, Some(b"ours"), Some(17), true, false);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.split("\r\n").collect();
         assert_eq!(lines[0], "HTTP/1.1 429 Too Many Requests");
@@ -768,7 +794,7 @@ mod tests {
     fn an_upstream_answers_raw_headers_pass_once_without_hop_by_hop_ones() {
         let mut resp = http::Response::new(());
         resp.headers_mut()
-            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+            .insert("x-accel-buffering", http::HeaderValue::from_static("no"));
         resp.extensions_mut().insert(RawHeaders::from_lines(&[
             ("Content-Type", "text/event-stream"),
             ("Content-Length", "999"),
@@ -780,9 +806,8 @@ mod tests {
             ("x-ratelimit-remaining-requests", "9"),
         ]));
         let (parts, ()) = resp.into_parts();
-        let id = HeaderValue::from_static("ours");
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, Some(&id), None, false, false);
+        encode_head(&mut out, &parts, Some(b"ours"), None, false, false);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.split("\r\n").collect();
         for want in [
