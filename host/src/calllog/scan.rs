@@ -214,12 +214,21 @@ fn finish_is_set(after_key: &[u8]) -> bool {
 /// outcome-only mode: one with `"error"`, a set `finish_reason` or `[DONE]` (`None`: no such line). Three
 /// searches over the block instead of two per event: the upstream's events mostly arrive many per read,
 /// and a stream's outcome is in its last ones. It may name a line too early, never too late.
+///
+/// With `[DONE]` in the block the `finish_reason`s before it are not looked at: the stream is complete
+/// whatever they say, and only an `"error"` (found by its own search) could still change the outcome. A
+/// whole stream read at once has 20 `"finish_reason": null` to step through otherwise (7 % of a streamed
+/// request's instructions at c=64).
 fn first_line_that_may_end(block: &[u8]) -> Option<usize> {
-    let mut hit = match (ERROR.find(block), DONE.find(block)) {
+    let done = DONE.find(block);
+    let mut hit = match (ERROR.find(block), done) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let before = &block[..hit.unwrap_or(block.len())];
+    let before = match done {
+        Some(_) => &[][..],
+        None => &block[..hit.unwrap_or(block.len())],
+    };
     for i in FINISH.find_iter(before) {
         let after = &block[i + FINISH.needle().len()..];
         let line_end = memchr::memchr(b'\n', after).unwrap_or(after.len());
@@ -501,16 +510,25 @@ mod tests {
             format!("{delta}{error}"),
             format!("{delta}{stop}{error}"),
             format!("{delta}data: [DONE]\n\n"),
+            // An error and a [DONE] in one read, either way round: the finish_reasons are skipped.
+            format!("{delta}{error}{stop}data: [DONE]\n\n"),
+            format!("{delta}{stop}data: [DONE]\n\n{error}"),
         ] {
-            let (mut full, mut outcome) = (SseScanner::default(), SseScanner::outcome_only());
+            let mut full = SseScanner::default();
             full.feed(stream.as_bytes());
-            outcome.feed(stream.as_bytes());
-            let (full, outcome) = (full.finish(), outcome.finish());
-            assert_eq!(
-                (outcome.stream_complete, outcome.stream_error),
-                (full.stream_complete, full.stream_error),
-                "{stream}"
-            );
+            let full = full.finish();
+            // Whole, and cut at every byte (a [DONE] then lands in one read or the next).
+            for cut in 0..=stream.len() {
+                let mut outcome = SseScanner::outcome_only();
+                outcome.feed(&stream.as_bytes()[..cut]);
+                outcome.feed(&stream.as_bytes()[cut..]);
+                let outcome = outcome.finish();
+                assert_eq!(
+                    (outcome.stream_complete, &outcome.stream_error),
+                    (full.stream_complete, &full.stream_error),
+                    "{stream} cut at {cut}"
+                );
+            }
         }
     }
 
