@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use memchr::memmem::Finder;
+use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 
 /// What was found in an answer.
@@ -188,7 +188,7 @@ pub struct SseScanner {
 // Finders are built once: building one per event cost more than the search.
 static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
 static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
-static DONE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"[DONE]"));
+static DONE_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"[DONE]"));
 
 /// Whether an event can end the stream or carry an error: an `"error"` key, or a `finish_reason` that is not
 /// `null`. Parsing every event was most of a streamed call's instructions with the call log off.
@@ -215,19 +215,19 @@ fn finish_is_set(after_key: &[u8]) -> bool {
 /// searches over the block instead of two per event: the upstream's events mostly arrive many per read,
 /// and a stream's outcome is in its last ones. It may name a line too early, never too late.
 ///
-/// With `[DONE]` in the block the `finish_reason`s before it are not looked at: the stream is complete
-/// whatever they say, and only an `"error"` (found by its own search) could still change the outcome. A
-/// whole stream read at once has 20 `"finish_reason": null` to step through otherwise (7 % of a streamed
-/// request's instructions at c=64).
+/// When the block's last `[DONE]` is a `data: [DONE]` line, the `finish_reason`s before it are not looked
+/// at: the stream is complete whatever they say, and only an `"error"` (found by its own search) could still
+/// change the outcome. A whole stream read at once has 20 `"finish_reason": null` to step through otherwise
+/// (7 % of a streamed request's instructions at c=64). `[DONE]` is searched from the end, where it is.
 fn first_line_that_may_end(block: &[u8]) -> Option<usize> {
-    let done = DONE.find(block);
+    let done = DONE_REV.rfind(block);
     let mut hit = match (ERROR.find(block), done) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
     let before = match done {
-        Some(_) => &[][..],
-        None => &block[..hit.unwrap_or(block.len())],
+        Some(at) if is_done_line(block, at) => &[][..],
+        _ => &block[..hit.unwrap_or(block.len())],
     };
     for i in FINISH.find_iter(before) {
         let after = &block[i + FINISH.needle().len()..];
@@ -238,6 +238,15 @@ fn first_line_that_may_end(block: &[u8]) -> Option<usize> {
         }
     }
     hit.map(|h| memchr::memrchr(b'\n', &block[..h]).map_or(0, |j| j + 1))
+}
+
+/// Whether the `[DONE]` at `at` in `block` is the stream's end marker, not text inside an event.
+fn is_done_line(block: &[u8], at: usize) -> bool {
+    let start = memchr::memrchr(b'\n', &block[..at]).map_or(0, |j| j + 1);
+    let end = memchr::memchr(b'\n', &block[at..]).map_or(block.len(), |j| at + j);
+    block[start..end]
+        .strip_prefix(b"data:")
+        .is_some_and(|d| d.trim_ascii() == b"[DONE]")
 }
 
 /// The text of an event that is nothing but a text delta — one `"content": "<string>"`, no usage, no error,
@@ -503,6 +512,8 @@ mod tests {
         let stop =
             "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\": \"stop\"}]}\n\n";
         let error = "data: {\"error\":{\"message\":\"overloaded\",\"finish_reason\":\"x\"}}\n\n";
+        let said_done =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"[DONE]\"},\"finish_reason\":null}]}\n\n";
         for stream in [
             format!("{delta}{delta}{stop}data: [DONE]\n\n"),
             format!("{delta}{stop}"),
@@ -513,6 +524,9 @@ mod tests {
             // An error and a [DONE] in one read, either way round: the finish_reasons are skipped.
             format!("{delta}{error}{stop}data: [DONE]\n\n"),
             format!("{delta}{stop}data: [DONE]\n\n{error}"),
+            // "[DONE]" as text is no end marker: the finish_reason before it still counts.
+            format!("{delta}{stop}{said_done}"),
+            format!("{said_done}{delta}"),
         ] {
             let mut full = SseScanner::default();
             full.feed(stream.as_bytes());
