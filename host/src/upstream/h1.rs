@@ -452,67 +452,125 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Option<Bytes>, Er
             }
             Ok(Some(buf.split_to(take as usize).freeze()))
         }
-        Framing::Chunked(state) => loop {
-            match state {
-                Chunked::Size => {
-                    let Some(eol) = memchr::memchr(b'\n', buf) else {
-                        return match buf.len() > MAX_CHUNK_LINE {
-                            true => Err(Error::Chunk("chunk-size line too long")),
-                            false => Ok(None),
+        Framing::Chunked(state) => {
+            // Every chunk already read comes out as one piece: a lone chunk as it lies in the buffer, several
+            // copied together. Passing them up one by one cost more per chunk (three body layers, a handle
+            // each) than the copy, and the stream's reader joined them anyway.
+            let mut out = Pieces::None;
+            loop {
+                match state {
+                    Chunked::Size => {
+                        let Some(eol) = memchr::memchr(b'\n', buf) else {
+                            if buf.len() > MAX_CHUNK_LINE {
+                                return out.or_err(Error::Chunk("chunk-size line too long"));
+                            }
+                            return Ok(out.take());
                         };
-                    };
-                    let size = chunk_size(&buf[..eol])?;
-                    // `advance`, not `split_to`: framing bytes need no handle of their own.
-                    buf.advance(eol + 1);
-                    *state = match size {
-                        0 => Chunked::Trailers(0),
-                        n => Chunked::Data(n),
-                    };
-                }
-                Chunked::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = (*left).min(buf.len() as u64);
-                    *left -= take;
-                    if *left == 0 {
-                        *state = Chunked::DataEnd;
-                    }
-                    return Ok(Some(buf.split_to(take as usize).freeze()));
-                }
-                Chunked::DataEnd => match buf.first() {
-                    None => return Ok(None),
-                    Some(b'\n') => {
-                        buf.advance(1);
-                        *state = Chunked::Size;
-                    }
-                    Some(b'\r') if buf.len() < 2 => return Ok(None),
-                    Some(b'\r') if buf[1] == b'\n' => {
-                        buf.advance(2);
-                        *state = Chunked::Size;
-                    }
-                    Some(_) => return Err(Error::Chunk("chunk data not followed by CRLF")),
-                },
-                Chunked::Trailers(skipped) => {
-                    let Some(eol) = memchr::memchr(b'\n', buf) else {
-                        return match *skipped + buf.len() > MAX_TRAILERS {
-                            true => Err(Error::Chunk("trailers too long")),
-                            false => Ok(None),
+                        let size = match chunk_size(&buf[..eol]) {
+                            Ok(n) => n,
+                            Err(e) => return out.or_err(e),
                         };
-                    };
-                    let blank = eol <= 1 && buf[..=eol].trim_ascii().is_empty();
-                    buf.advance(eol + 1);
-                    if blank {
-                        *framing = Framing::Done;
-                        return Ok(None);
+                        // `advance`, not `split_to`: framing bytes need no handle of their own.
+                        buf.advance(eol + 1);
+                        *state = match size {
+                            0 => Chunked::Trailers(0),
+                            n => Chunked::Data(n),
+                        };
                     }
-                    *skipped += eol + 1;
-                    if *skipped > MAX_TRAILERS {
-                        return Err(Error::Chunk("trailers too long"));
+                    Chunked::Data(left) => {
+                        if buf.is_empty() {
+                            return Ok(out.take());
+                        }
+                        let take = (*left).min(buf.len() as u64) as usize;
+                        *left -= take as u64;
+                        if *left == 0 {
+                            *state = Chunked::DataEnd;
+                        }
+                        out.add(buf, take);
+                    }
+                    Chunked::DataEnd => match buf.first() {
+                        None => return Ok(out.take()),
+                        Some(b'\n') => {
+                            buf.advance(1);
+                            *state = Chunked::Size;
+                        }
+                        Some(b'\r') if buf.len() < 2 => return Ok(out.take()),
+                        Some(b'\r') if buf[1] == b'\n' => {
+                            buf.advance(2);
+                            *state = Chunked::Size;
+                        }
+                        Some(_) => {
+                            return out.or_err(Error::Chunk("chunk data not followed by CRLF"))
+                        }
+                    },
+                    Chunked::Trailers(skipped) => {
+                        let Some(eol) = memchr::memchr(b'\n', buf) else {
+                            if *skipped + buf.len() > MAX_TRAILERS {
+                                return out.or_err(Error::Chunk("trailers too long"));
+                            }
+                            return Ok(out.take());
+                        };
+                        let blank = eol <= 1 && buf[..=eol].trim_ascii().is_empty();
+                        if !blank && *skipped + eol + 1 > MAX_TRAILERS {
+                            return out.or_err(Error::Chunk("trailers too long"));
+                        }
+                        buf.advance(eol + 1);
+                        if blank {
+                            *framing = Framing::Done;
+                            return Ok(out.take());
+                        }
+                        *skipped += eol + 1;
                     }
                 }
             }
-        },
+        }
+    }
+}
+
+/// The chunk data one `decode` call found.
+enum Pieces {
+    None,
+    /// One piece, split off the read buffer (no copy).
+    One(Bytes),
+    /// Several, copied together.
+    Joined(BytesMut),
+}
+
+impl Pieces {
+    /// Takes the next `n` bytes of `buf` as chunk data.
+    fn add(&mut self, buf: &mut BytesMut, n: usize) {
+        match self {
+            Pieces::None => *self = Pieces::One(buf.split_to(n).freeze()),
+            Pieces::One(first) => {
+                let mut joined =
+                    BytesMut::with_capacity(first.len() + n + buf.len().min(READ_SPACE));
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(&buf[..n]);
+                buf.advance(n);
+                *self = Pieces::Joined(joined);
+            }
+            Pieces::Joined(joined) => {
+                joined.extend_from_slice(&buf[..n]);
+                buf.advance(n);
+            }
+        }
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        match std::mem::replace(self, Pieces::None) {
+            Pieces::None => None,
+            Pieces::One(b) => Some(b),
+            Pieces::Joined(b) => Some(b.freeze()),
+        }
+    }
+
+    /// The data found before a malformed part, or the error when there is none: the state is left at the
+    /// malformed part, so the next call reports it.
+    fn or_err(mut self, e: Error) -> Result<Option<Bytes>, Error> {
+        match self.take() {
+            Some(data) => Ok(Some(data)),
+            None => Err(e),
+        }
     }
 }
 
@@ -609,6 +667,39 @@ mod tests {
                 "the next answer's bytes stay in the buffer (step {step})"
             );
         }
+    }
+
+    #[test]
+    fn chunks_already_read_come_out_as_one_piece_and_an_error_after_the_data() {
+        let mut framing = Framing::Chunked(Chunked::Size);
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\n2\r\nde\r\n1\r\nf"[..]);
+        let data = decode(&mut framing, &mut buf).unwrap();
+        assert_eq!(data.as_deref(), Some(&b"abcdef"[..]));
+        assert!(buf.is_empty());
+        assert_eq!(framing, Framing::Chunked(Chunked::DataEnd));
+        // A lone chunk is not copied: it is the buffer's own bytes.
+        buf.extend_from_slice(b"\r\n4\r\nghij\r\n");
+        let at = buf.as_ptr() as usize + 5;
+        let data = decode(&mut framing, &mut buf).unwrap().unwrap();
+        assert_eq!((&data[..], data.as_ptr() as usize), (&b"ghij"[..], at));
+        // Data before a malformed part comes first; the error at the next call.
+        buf.extend_from_slice(b"2\r\nkl\r\nzz\r\n");
+        assert_eq!(
+            decode(&mut framing, &mut buf).unwrap().as_deref(),
+            Some(&b"kl"[..])
+        );
+        assert!(matches!(
+            decode(&mut framing, &mut buf),
+            Err(Error::Chunk(_))
+        ));
+        // The last chunk and the trailers end the body along with the data before them.
+        let mut framing = Framing::Chunked(Chunked::Size);
+        let mut buf = BytesMut::from(&b"1\r\na\r\n1\r\nb\r\n0\r\nx-t: 1\r\n\r\nNEXT"[..]);
+        assert_eq!(
+            decode(&mut framing, &mut buf).unwrap().as_deref(),
+            Some(&b"ab"[..])
+        );
+        assert_eq!((framing, &buf[..]), (Framing::Done, &b"NEXT"[..]));
     }
 
     #[test]
