@@ -188,6 +188,7 @@ pub struct SseScanner {
 // Finders are built once: building one per event cost more than the search.
 static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
 static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+static DONE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"[DONE]"));
 static DONE_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"[DONE]"));
 
 /// Whether an event can end the stream or carry an error: an `"error"` key, or a `finish_reason` that is not
@@ -220,14 +221,20 @@ fn finish_is_set(after_key: &[u8]) -> bool {
 /// change the outcome. A whole stream read at once has 20 `"finish_reason": null` to step through otherwise
 /// (7 % of a streamed request's instructions at c=64). `[DONE]` is searched from the end, where it is.
 fn first_line_that_may_end(block: &[u8]) -> Option<usize> {
-    let done = DONE_REV.rfind(block);
+    // Otherwise the first `[DONE]` counts, whatever it is: an end marker before a text `[DONE]` must not be
+    // skipped.
+    let (done, complete) = match DONE_REV.rfind(block) {
+        Some(at) if is_done_line(block, at) => (Some(at), true),
+        Some(_) => (DONE.find(block), false),
+        None => (None, false),
+    };
     let mut hit = match (ERROR.find(block), done) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let before = match done {
-        Some(at) if is_done_line(block, at) => &[][..],
-        _ => &block[..hit.unwrap_or(block.len())],
+    let before = match complete {
+        true => &[][..],
+        false => &block[..hit.unwrap_or(block.len())],
     };
     for i in FINISH.find_iter(before) {
         let after = &block[i + FINISH.needle().len()..];
@@ -527,6 +534,9 @@ mod tests {
             // "[DONE]" as text is no end marker: the finish_reason before it still counts.
             format!("{delta}{stop}{said_done}"),
             format!("{said_done}{delta}"),
+            // The end marker, then "[DONE]" as text (found by the fuzz target sse_scanner).
+            format!("{delta}data: [DONE]\n\n{said_done}"),
+            format!("{delta}data: [DONE]\n\nada: [DONE]\n\n"),
         ] {
             let mut full = SseScanner::default();
             full.feed(stream.as_bytes());
