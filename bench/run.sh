@@ -332,6 +332,7 @@ else
   # plugin's counters, so the report shows the selector really ran (plugin errors count as errors).
   for c in "${CHECKS[@]}"; do
     IFS== read -r name url plugin <<<"$c"
+    wanted "$name" || continue # not loaded in this run: its selector never ran
     M check --run-id "$RUN_ID" --name "$name" --url "$url" --password "$ADMIN_PW" --plugin "$plugin" | record
   done
   # Time from the mock sending a chunk to the client reading it, at c=1; the proxy scenarios are left out.

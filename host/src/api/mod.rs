@@ -64,9 +64,23 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The request id: the client's `X-Request-Id` when it sent a sane one, else a new UUID.
+/// The request id: the client's `X-Request-Id` when it sent a sane one, else a new UUID. Only
+/// [`request_id_from`] makes one, so it is always 1 to [`RequestId::MAX_LEN`] visible ASCII bytes: a valid
+/// header value, and short enough to copy onto the stack.
 #[derive(Clone, Debug)]
-pub struct RequestId(pub String);
+pub struct RequestId(String);
+
+impl RequestId {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
 
 /// The request's id: the client's `x-request-id` when it is sane, else a new UUID. The server makes it (the
 /// connection loop for the `/v1` requests it reads, hyper's service for the others), hands it to the handler
@@ -80,7 +94,9 @@ pub fn request_id(headers: &HeaderMap) -> RequestId {
 /// [`request_id`] from the raw value of the client's `x-request-id` header, if it sent one.
 pub fn request_id_from(sent: Option<&[u8]>) -> RequestId {
     let id = sent
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic))
+        .filter(|v| {
+            !v.is_empty() && v.len() <= RequestId::MAX_LEN && v.iter().all(u8::is_ascii_graphic)
+        })
         // Checked just above: visible ASCII is UTF-8.
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_string)

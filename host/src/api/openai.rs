@@ -281,7 +281,7 @@ fn peek(body: &[u8]) -> Result<Peek<'_>, ApiError> {
 }
 
 fn record(call: Call, route: &'static str, model: &str, stream: bool) -> CallRecord {
-    let mut r = CallRecord::new(call.id.0, route, model.to_string(), stream);
+    let mut r = CallRecord::new(call.id.into_string(), route, model.to_string(), stream);
     r.client_ip = Some(call.addr.ip());
     r
 }

@@ -214,6 +214,7 @@ impl CallLog {
             next_seq: 1,
             reloading: false,
             journaled: 0,
+            rewrite: false,
             last_compaction: Instant::now(),
             flush_interval: if shared {
                 opts.flush_interval.min(SHARED_TICK)
@@ -319,7 +320,6 @@ struct Writer {
     store: Arc<RwLock<LogStore>>,
     storage: Arc<dyn Storage>,
     counters: Arc<Counters>,
-    /// Entries in memory but not yet persisted.
     /// Entries not yet persisted, with their number in this process (the shared store's idempotency key).
     pending: Vec<crate::storage::shared::OwnEntry>,
     next_seq: u64,
@@ -328,6 +328,8 @@ struct Writer {
     reloading: bool,
     /// Entries in the journal since the last compaction.
     journaled: usize,
+    /// File mode: more entries were pending than the log keeps, so the next flush rewrites the file.
+    rewrite: bool,
     last_compaction: Instant,
     flush_interval: Duration,
     /// Shared mode: entries go into `store` at once (as in file mode) and to the shared log; tailing it
@@ -344,7 +346,11 @@ impl Writer {
         if initial_compaction {
             let _ = self.compact().await;
         }
-        let mut tick = tokio::time::interval(self.flush_interval);
+        // The first flush is one interval away: there is nothing to persist yet.
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.flush_interval,
+            self.flush_interval,
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = Vec::with_capacity(256);
         loop {
@@ -401,7 +407,17 @@ impl Writer {
             self.pending.push((self.next_seq, e));
             self.next_seq += 1;
         }
+        let kept = store.max();
         drop(store);
+        if !self.shared {
+            // More pending than the log keeps: journaling them would write entries that retention drops
+            // anyway. A rewrite of the kept log persists every one still kept, so the pending list only has
+            // to stay within retention (at high rates it otherwise held every call since the last flush).
+            if self.pending.len() > kept {
+                self.pending.drain(..self.pending.len() - kept);
+                self.rewrite = true;
+            }
+        }
         // A file log loses nothing here: compaction rewrites the whole store. A shared one would.
         let excess = match self.shared {
             true => self.pending.len().saturating_sub(PENDING_MAX),
@@ -435,7 +451,8 @@ impl Writer {
             self.tail().await;
             return;
         }
-        let due = self.journaled >= COMPACT_AFTER
+        let due = self.rewrite
+            || self.journaled >= COMPACT_AFTER
             || (self.journaled > 0 && self.last_compaction.elapsed() >= COMPACT_EVERY);
         if due {
             let _ = self.compact().await;
@@ -537,6 +554,8 @@ impl Writer {
         match self.storage.replace_call_logs(all).await {
             Ok(()) => {
                 self.pending.clear();
+                self.counters.pending.store(0, Ordering::Relaxed);
+                self.rewrite = false;
                 self.journaled = 0;
                 self.last_compaction = Instant::now();
                 Ok(())
@@ -665,12 +684,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(log.store().read().len(), 3);
         assert_eq!(log.queue_stats().recorded, 5);
-        assert!(
-            std::fs::metadata(dir.path().join("call_logs.journal.ndjson"))
-                .unwrap()
-                .len()
-                > 0
-        );
+        assert_eq!(log.queue_stats().pending, 0);
+        // Persisted before shutdown: what a crash now would leave.
+        assert_eq!(persisted(&storage).await, vec![1002, 1003, 1004]);
         log.shutdown().await;
 
         let again = CallLog::start(storage, &tokens, opts()).await.unwrap();
@@ -684,5 +700,87 @@ mod tests {
         assert_eq!(ts, vec![1002, 1003, 1004]);
         assert_eq!(again.keep_newest(1).await.unwrap(), 2);
         assert_eq!(again.store().read().len(), 1);
+    }
+
+    async fn persisted(storage: &Arc<dyn Storage>) -> Vec<i64> {
+        let mut ts: Vec<i64> = storage
+            .load_call_logs()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.timestamp)
+            .collect();
+        ts.sort();
+        ts
+    }
+
+    fn record(log: &CallLog, ts: i64) {
+        let mut r = CallRecord::new(
+            format!("r{ts}"),
+            "/v1/chat/completions",
+            "grok-4".into(),
+            false,
+        );
+        r.timestamp_ms = ts;
+        log.finish(r);
+    }
+
+    /// Few calls between flushes go to the journal; more than the log keeps rewrite the file instead, and
+    /// are never all held in memory until then.
+    #[tokio::test]
+    async fn pending_entries_stay_within_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FileStorage::new(dir.path()).unwrap());
+        let tokens = TokenPool::load(storage.clone()).await.unwrap();
+        let journal = dir.path().join("call_logs.journal.ndjson");
+        let log = CallLog::start(
+            storage.clone(),
+            &tokens,
+            CallLogOptions {
+                max_count: 4,
+                flush_interval: Duration::from_millis(300),
+                log_models_calls: false,
+                metrics_per_token: false,
+                webhooks: None,
+            },
+        )
+        .await
+        .unwrap();
+        let settle = || async {
+            for _ in 0..100 {
+                if log.queue_stats().pending == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("pending entries never persisted");
+        };
+
+        for ts in 1..=3 {
+            record(&log, ts);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(log.queue_stats().pending, 3);
+        settle().await;
+        let journaled = std::fs::metadata(&journal).unwrap().len();
+        assert!(journaled > 0, "a small batch is appended to the journal");
+        assert_eq!(persisted(&storage).await, vec![1, 2, 3]);
+
+        for ts in 10..20 {
+            record(&log, ts);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Ten new entries, of which the log keeps four: no more are held for persisting.
+        assert_eq!(log.queue_stats().recorded, 13);
+        assert_eq!(log.queue_stats().pending, 4);
+        settle().await;
+        assert_eq!(
+            std::fs::metadata(&journal).unwrap().len(),
+            0,
+            "the file was rewritten, so the journal was emptied"
+        );
+        assert_eq!(persisted(&storage).await, vec![16, 17, 18, 19]);
+        assert_eq!(log.queue_stats().dropped, 0);
+        log.shutdown().await;
     }
 }

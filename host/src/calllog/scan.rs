@@ -188,8 +188,15 @@ pub struct SseScanner {
 // Finders are built once: building one per event cost more than the search.
 static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
 static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
-static DONE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"[DONE]"));
-static DONE_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"[DONE]"));
+/// The data of the line that ends an OpenAI stream (`data: [DONE]`).
+const END_MARKER: &[u8] = b"[DONE]";
+static DONE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(END_MARKER));
+static DONE_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(END_MARKER));
+
+/// An event line's data: what follows `data:`, without the whitespace around it (`None`: another field).
+fn line_data(line: &[u8]) -> Option<&[u8]> {
+    line.strip_prefix(b"data:").map(<[u8]>::trim_ascii)
+}
 
 /// Whether an event can end the stream or carry an error: an `"error"` key, or a `finish_reason` that is not
 /// `null`. Parsing every event was most of a streamed call's instructions with the call log off.
@@ -251,9 +258,7 @@ fn first_line_that_may_end(block: &[u8]) -> Option<usize> {
 fn is_done_line(block: &[u8], at: usize) -> bool {
     let start = memchr::memrchr(b'\n', &block[..at]).map_or(0, |j| j + 1);
     let end = memchr::memchr(b'\n', &block[at..]).map_or(block.len(), |j| at + j);
-    block[start..end]
-        .strip_prefix(b"data:")
-        .is_some_and(|d| d.trim_ascii() == b"[DONE]")
+    line_data(&block[start..end]) == Some(END_MARKER)
 }
 
 /// The text of an event that is nothing but a text delta — one `"content": "<string>"`, no usage, no error,
@@ -321,11 +326,10 @@ impl SseScanner {
     }
 
     fn line_done(&mut self, line: &[u8]) {
-        let Some(data) = line.strip_prefix(b"data:") else {
+        let Some(data) = line_data(line) else {
             return;
         };
-        let data = data.trim_ascii();
-        if data == b"[DONE]" {
+        if data == END_MARKER {
             self.findings.stream_complete = true;
             return;
         }

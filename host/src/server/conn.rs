@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::ConnLimits;
-use crate::api::App;
+use crate::api::{App, RequestId};
 use crate::upstream::head::RawHeaders;
 
 /// hyper's default, so a head with more headers goes to hyper and gets its answer.
@@ -236,7 +236,7 @@ pub(super) async fn serve(
         };
 
         let id = crate::api::request_id_from(head.request_id.map(|(a, b)| &buf[a..b]));
-        let id_header = IdCopy::of(&id.0);
+        let id_header = IdCopy::of(&id);
         let admitted = {
             // Checked by `is_path_byte`: ASCII.
             let path = std::str::from_utf8(&buf[head.path.0..head.path.1]).unwrap_or_default();
@@ -328,25 +328,22 @@ fn read_ahead(tcp: &TcpStream, buf: &mut BytesMut) -> Option<bool> {
     }
 }
 
-/// The request id, kept for the answer's head while the handler owns the `RequestId`: at most 128 visible
-/// ASCII bytes (`api::request_id_from`), so it fits here without an allocation or a header-value check.
+/// The request id, kept for the answer's head while the handler owns the `RequestId`, whose bytes are already
+/// a valid header value that fits here: no allocation, no second check.
 struct IdCopy {
-    bytes: [u8; 128],
+    bytes: [u8; RequestId::MAX_LEN],
     len: u8,
 }
 
 impl IdCopy {
-    fn of(id: &str) -> Option<IdCopy> {
-        let len = id.len();
-        if len > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return None;
-        }
-        let mut bytes = [0; 128];
-        bytes[..len].copy_from_slice(id.as_bytes());
-        Some(IdCopy {
+    fn of(id: &RequestId) -> IdCopy {
+        let id = id.as_str().as_bytes();
+        let mut bytes = [0; RequestId::MAX_LEN];
+        bytes[..id.len()].copy_from_slice(id);
+        IdCopy {
             bytes,
-            len: len as u8,
-        })
+            len: id.len() as u8,
+        }
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -361,7 +358,7 @@ async fn write_answer(
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
     answer: Response,
-    request_id: Option<IdCopy>,
+    request_id: IdCopy,
     close: bool,
 ) -> io::Result<()> {
     let (parts, mut body) = answer.into_parts();
@@ -373,8 +370,14 @@ async fn write_answer(
         None => body.size_hint().exact().map(|n| n as usize),
     };
     out.clear();
-    let id = request_id.as_ref().map(IdCopy::as_bytes);
-    encode_head(out, &parts, id, length, close, bodiless);
+    encode_head(
+        out,
+        &parts,
+        Some(request_id.as_bytes()),
+        length,
+        close,
+        bodiless,
+    );
     if bodiless {
         return tcp.write_all(out).await;
     }

@@ -442,7 +442,7 @@ fn service(
     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let id = crate::api::request_id(req.headers());
         // Checked when it was read or made: a visible-ASCII string is a valid header value.
-        let header = http::HeaderValue::from_str(&id.0).ok();
+        let header = http::HeaderValue::from_str(id.as_str()).ok();
         // Boxed once here: the handler's future is several KB, and hyper moves the service's future.
         let answer = Box::pin(app.clone().serve(addr, id, req));
         async move {
