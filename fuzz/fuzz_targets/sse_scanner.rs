@@ -11,7 +11,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let f = s.finish();
     assert!(f.media_urls.iter().all(|u| !u.is_empty()));
-    let _ = grok2api::calllog::scan::scan_json(data);
+    // A whole answer: on a well-formed one, the shortcut for answers without media finds what the full parse
+    // finds (on anything else the full parse gives up, and the shortcut may still read a usage).
+    let quick = grok2api::calllog::scan::scan_json(data);
+    if grok2api::calllog::scan::is_answer(data) {
+        assert_eq!(quick, grok2api::calllog::scan::scan_json_parsed(data));
+    }
 
     // Outcome-only mode skips whole lines per read; where the reads split must not change the outcome.
     let outcome = |step: usize| {
