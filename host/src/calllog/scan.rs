@@ -85,8 +85,8 @@ static UNICODE_ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(
 /// still 9.4 k with serde skipping it (~3 instructions a byte).
 ///
 /// On a well-formed answer both ways find the same (the fuzz target `sse_scanner` compares them). On a body
-/// that is not one (malformed JSON, a duplicate key, a field of the wrong type) the full parse gives up, while
-/// the shortcut may still read a usage.
+/// that is not one (malformed JSON, text that is not UTF-8, a duplicate key, a field of the wrong type) the
+/// full parse gives up, while the shortcut may still read a usage.
 pub fn scan_json(body: &[u8]) -> Findings {
     if MARKDOWN_IMAGE.find(body).is_some()
         || URL_KEY.find(body).is_some()
@@ -166,10 +166,12 @@ fn string_end(body: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
-/// Whether `body` is a well-formed answer: JSON of the shape both ways of [`scan_json`] read.
+/// Whether `body` is a well-formed answer: UTF-8 JSON of the shape both ways of [`scan_json`] read (serde
+/// does not check the UTF-8 of strings it skips).
 #[doc(hidden)]
 pub fn is_answer(body: &[u8]) -> bool {
-    serde_json::from_slice::<Answer<serde::de::IgnoredAny>>(body).is_ok()
+    std::str::from_utf8(body).is_ok()
+        && serde_json::from_slice::<Answer<serde::de::IgnoredAny>>(body).is_ok()
 }
 
 /// [`scan_json`] without its shortcut: the whole answer is parsed.
@@ -609,6 +611,11 @@ mod tests {
             (r#"{"usage""#, None),
             ("", None),
         ];
+        // Text that is not UTF-8 (found by the fuzz target): not a well-formed answer, so the two may differ.
+        let body = b"{\"choices\":[{\"message\":{\"content\":\"te\x88\"}}],\"usage\":{\"prompt_tokens\":1}}";
+        assert!(!is_answer(body));
+        assert_eq!(scan_json(body).prompt_tokens, Some(1));
+        assert_eq!(scan_json_parsed(body).prompt_tokens, None);
         for (body, want) in cases {
             assert_eq!(usage_of(body), want, "{body}");
             if is_answer(body.as_bytes()) {
