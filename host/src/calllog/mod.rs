@@ -417,13 +417,9 @@ impl Writer {
                 self.pending.drain(..self.pending.len() - kept);
                 self.rewrite = true;
             }
-        }
-        // A file log loses nothing here: compaction rewrites the whole store. A shared one would.
-        let excess = match self.shared {
-            true => self.pending.len().saturating_sub(PENDING_MAX),
-            false => 0,
-        };
-        if excess > 0 {
+        } else if self.pending.len() > PENDING_MAX {
+            // A shared log has no rewrite to fall back on: what goes here is lost, and counted.
+            let excess = self.pending.len() - PENDING_MAX;
             self.pending.drain(..excess);
             self.counters
                 .dropped
