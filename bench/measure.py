@@ -39,16 +39,22 @@ def tree(pids):
     return out
 
 
-def cpu_s(pids):
-    total = 0
+def cpu_split(pids):
+    """(user, system) CPU seconds of the processes, all threads."""
+    user = system = 0
     for p in pids:
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+            user += int(fields[11])
+            system += int(fields[12])
         except OSError:
             pass
-    return total / TICK
+    return user / TICK, system / TICK
+
+
+def cpu_s(pids):
+    return sum(cpu_split(pids))
 
 
 def status_kb(pids, key):
@@ -110,11 +116,13 @@ def cmd_point(a):
     sampler.start()
     runs = []
     for _ in range(a.repeat):
-        c0, m0 = cpu_s(pids), cpu_s(mock)
+        (u0, s0), m0 = cpu_split(pids), cpu_s(mock)
         r, load_s = wrk(a.load_cpu, a.conc, a.duration, a.script, a.url, a.body, a.target_path, a.expect_close)
-        c1, m1 = cpu_s(pids), cpu_s(mock)
+        (u1, s1), m1 = cpu_split(pids), cpu_s(mock)
         n = max(r["requests"], 1)
-        r["cpu_us_per_req"] = (c1 - c0) * 1e6 / n
+        r["cpu_us_per_req"] = (u1 - u0 + s1 - s0) * 1e6 / n
+        # Kernel time apart: the syscalls and the network stack, which user-space work does not show.
+        r["sys_us_per_req"] = (s1 - s0) * 1e6 / n
         r["mock_cpu_us_per_req"] = (m1 - m0) * 1e6 / n if mock else None
         r["load_core_busy"] = load_s / r["duration_s"] if r["duration_s"] else 0
         runs.append(r)
@@ -128,7 +136,7 @@ def cmd_point(a):
         "type": "point", "run_id": a.run_id, "scenario": a.name, "kind": a.kind, "concurrency": a.conc,
         "rps": round(med("rps"), 1), "p50_us": med("p50_us"), "p99_us": med("p99_us"), "p999_us": med("p999_us"),
         "errors": sum(r["errors"] for r in runs), "requests": sum(r["requests"] for r in runs),
-        "cpu_us_per_req": round(med("cpu_us_per_req"), 1),
+        "cpu_us_per_req": round(med("cpu_us_per_req"), 1), "sys_us_per_req": round(med("sys_us_per_req"), 1),
         "mock_cpu_us_per_req": None if not mock else round(med("mock_cpu_us_per_req"), 1),
         "load_core_busy": round(med("load_core_busy"), 2),
         "peak_rss_kb": peak, "repeats": a.repeat, "duration": a.duration,

@@ -45,14 +45,11 @@ pub async fn probe(client: &UpstreamClient, test_url: &str) -> ProbeResult {
             }
         }
     };
-    let get = || {
-        let mut req = http::Request::new(Bytes::new());
-        *req.uri_mut() = uri.clone();
-        req.headers_mut()
-            .insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
-        req
-    };
-    let r = tokio::time::timeout(CHECK_TIMEOUT, client.send(get)).await;
+    let mut get = http::Request::new(Bytes::new());
+    *get.uri_mut() = uri;
+    get.headers_mut()
+        .insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
+    let r = tokio::time::timeout(CHECK_TIMEOUT, client.send(&get)).await;
     let response_time = (start.elapsed().as_secs_f64() * 100.0).round() / 100.0;
     match r {
         Err(_) => ProbeResult {

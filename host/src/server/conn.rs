@@ -202,10 +202,16 @@ pub(super) async fn serve(
     // Grows with the first answer; a connection handed to hyper at once never allocates it.
     let mut out = Vec::new();
     let mut timer = pin!(tokio::time::sleep(limits.header_read_timeout));
+    // Where the handler's future runs: about 10 KB, too large to sit inline in the connection's task, which
+    // lives as long as the connection. One allocation serves the connection's requests while it is busy (an
+    // allocation per request was 2 % of a chat request's instructions); a connection idle for `KEEP_SLOT`
+    // lets it go.
+    let mut slot = None;
     loop {
         // The next head: pipelined behind the last one, or read within the header timeout, which also bounds
         // how long an idle connection stays open (as with hyper).
         let mut armed = false;
+        let mut head_deadline = None;
         let head = loop {
             // Nothing read yet (the usual case after an answer): nothing to parse.
             if !buf.is_empty() {
@@ -216,8 +222,15 @@ pub(super) async fn serve(
                 }
             }
             if !armed {
-                let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
-                timer.as_mut().reset(deadline);
+                let now = tokio::time::Instant::now();
+                let deadline = now + limits.header_read_timeout;
+                // The same timer first lets the slot go, then closes the connection.
+                if slot.is_some() && KEEP_SLOT < limits.header_read_timeout {
+                    head_deadline = Some(deadline);
+                    timer.as_mut().reset(now + KEEP_SLOT);
+                } else {
+                    timer.as_mut().reset(deadline);
+                }
                 armed = true;
             }
             make_room(&mut buf);
@@ -228,6 +241,11 @@ pub(super) async fn serve(
                     Ok(_) => {}
                 },
                 () = timer.as_mut() => {
+                    if let Some(deadline) = head_deadline.take() {
+                        slot = None;
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     tracing::debug!(peer = %addr, "no complete request head in time; closing");
                     return;
                 }
@@ -272,10 +290,16 @@ pub(super) async fn serve(
                 } else {
                     buf.split_to(head.content_length).freeze()
                 };
-                // Boxed: the handler's future is about 10 KB, and inline it would stay allocated in every
-                // idle keep-alive connection's task.
-                let call = Box::pin(app.clone().serve_v1(addr, id, route, body));
-                match until_answered(&mut tcp, &mut buf, call).await {
+                // A finished future holds nothing: it is replaced in place.
+                let call = app.clone().serve_v1(addr, id, route, body);
+                let running = match slot.take() {
+                    None => slot.insert(Box::pin(call)),
+                    Some(mut s) => {
+                        s.as_mut().set(call);
+                        slot.insert(s)
+                    }
+                };
+                match until_answered(&mut tcp, &mut buf, running.as_mut()).await {
                     Some(a) => a,
                     None => return,
                 }
@@ -294,6 +318,9 @@ pub(super) async fn serve(
         }
     }
 }
+
+/// An idle connection keeps the handler's slot this long (see `serve`).
+const KEEP_SLOT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Waits for `call`'s answer while watching the socket: a close from the client drops the call (and with it
 /// the upstream request); bytes of a next request are read ahead.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Method, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -36,7 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 use tower_service::Service;
 
-use super::client::BoxError;
+use super::client::{BoxError, Outgoing};
 use super::egress::EgressConnector;
 use super::h1;
 
@@ -121,19 +121,11 @@ impl DirectClient {
         DirectClient { inner }
     }
 
-    /// Sends the request `make` builds (absolute URI) and returns the answer once its headers arrived. `make`
-    /// is called again only when HTTP/2 must send the request once more: copying every request in case it is
-    /// needed cost more than building it again when it is.
-    pub async fn send(
-        &self,
-        make: impl Fn() -> Request<Bytes>,
-    ) -> Result<Response<PooledBody>, DirectError> {
-        let mut req = Some(make());
-        let (https, authority) = match req
-            .as_ref()
-            .map(|r| (r.uri().scheme(), r.uri().authority()))
-        {
-            Some((Some(s), Some(a))) => (*s == Scheme::HTTPS, a.clone()),
+    /// Sends `req` (absolute URI) and returns the answer once its headers arrived. On HTTP/2 it becomes an
+    /// `http::Request` each time it goes out; on HTTP/1.1, bytes.
+    pub async fn send(&self, req: &impl Outgoing) -> Result<Response<PooledBody>, DirectError> {
+        let (https, authority) = match (req.uri().scheme(), req.uri().authority()) {
+            (Some(s), Some(a)) => (*s == Scheme::HTTPS, a.clone()),
             _ => return Err(DirectError::NotAbsolute),
         };
         // Set once a pooled connection failed as one the upstream had closed: the pool's other idle
@@ -159,7 +151,7 @@ impl DirectClient {
                         }
                         return Err(DirectError::Send(e));
                     }
-                    let r = req.take().unwrap_or_else(&make).map(Full::new);
+                    let r = req.to_request().map(Full::new);
                     match c.try_send_request(r).await {
                         Ok(resp) => return Ok(resp.map(|b| PooledBody(Kind::H2(b)))),
                         // Not sent: the connection closed as it was taken.
@@ -176,8 +168,8 @@ impl DirectClient {
                     if reused && !c.usable() {
                         continue;
                     }
-                    let r = req.get_or_insert_with(&make);
-                    match c.send(r, &target).await {
+                    let wire = req.encode_h1(&target);
+                    match c.send(&wire, *req.method() == Method::HEAD).await {
                         Ok(resp) => {
                             let back = Back {
                                 pool: Arc::downgrade(&self.inner),
@@ -483,6 +475,7 @@ impl Body for PooledBody {
 mod tests {
     use super::*;
     use crate::upstream::egress::Via;
+    use http::Request;
     use http_body_util::BodyExt;
     use hyper_util::client::legacy::connect::HttpConnector;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -581,7 +574,7 @@ mod tests {
     }
 
     async fn call(c: &DirectClient, url: &str) -> Bytes {
-        let resp = c.send(|| post(url)).await.expect("answer");
+        let resp = c.send(&post(url)).await.expect("answer");
         assert_eq!(resp.status(), 200);
         resp.into_body().collect().await.unwrap().to_bytes()
     }
@@ -783,10 +776,7 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
 
         let c = client(wrong, tls);
-        let e = c
-            .send(|| post(&url))
-            .await
-            .expect_err("refused by the proxy");
+        let e = c.send(&post(&url)).await.expect_err("refused by the proxy");
         let chain = crate::upstream::error_chain(&e);
         assert!(chain.contains(refusal), "{chain}");
         assert!(!chain.contains("nope"), "{chain}");
@@ -953,7 +943,7 @@ mod tests {
         .await;
         let c = client(Duration::from_secs(90));
         assert_eq!(call(&c, &url).await, "hello");
-        let e = c.send(|| post(&url)).await.unwrap_err();
+        let e = c.send(&post(&url)).await.unwrap_err();
         assert!(matches!(&e, DirectError::H1(h1::Error::HeadCut)), "{e:?}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
@@ -966,7 +956,7 @@ mod tests {
         })
         .await;
         let c = client(Duration::from_secs(90));
-        let e = c.send(|| post(&url)).await.unwrap_err();
+        let e = c.send(&post(&url)).await.unwrap_err();
         assert!(
             matches!(&e, DirectError::H1(h1::Error::Unanswered(None))),
             "{e:?}"
@@ -979,7 +969,7 @@ mod tests {
     async fn an_answer_dropped_half_way_takes_its_connection_with_it() {
         let (url, accepted) = server(false, 5).await;
         let c = client(Duration::from_secs(90));
-        let resp = c.send(|| post(&url)).await.unwrap();
+        let resp = c.send(&post(&url)).await.unwrap();
         let mut body = resp.into_body();
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "x");
@@ -1056,14 +1046,14 @@ mod tests {
         };
         let c = client(Duration::from_secs(90));
         let e = c
-            .send(|| post(&format!("http://127.0.0.1:{port}/v1/chat")))
+            .send(&post(&format!("http://127.0.0.1:{port}/v1/chat")))
             .await
             .unwrap_err();
         assert!(matches!(e, DirectError::Connect(_)), "{e:?}");
         let chain = crate::upstream::error_chain(&e).to_lowercase();
         assert!(chain.contains("connection refused"), "{chain}");
         assert!(matches!(
-            c.send(|| Request::new(Bytes::new())).await,
+            c.send(&Request::new(Bytes::new())).await,
             Err(DirectError::NotAbsolute)
         ));
     }

@@ -117,18 +117,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
-    /// Writes `req` (as `target` says) and reads the answer's head. The body is then read through [`Body`],
-    /// which owns the connection.
+    /// Writes a request's bytes (`wire`, see [`Wire`]) and reads the answer's head. The body is then read
+    /// through [`Body`], which owns the connection. `head_only`: the request was a HEAD.
     pub async fn send(
         mut self: Box<Self>,
-        req: &Request<Bytes>,
-        target: &Target,
+        wire: &[u8],
+        head_only: bool,
     ) -> Result<Answer<T>, Error> {
-        let wire = encode(req, target);
-        if let Err(e) = self.write(&wire).await {
+        if let Err(e) = self.write(wire).await {
             return Err(Error::Unanswered(Some(e)));
         }
-        let head_only = req.method() == Method::HEAD;
         // Whether any byte came back: an interim (1xx) answer is consumed, but it was an answer.
         let mut answered = false;
         let (parts, framing, keep_alive) =
@@ -191,47 +189,72 @@ pub struct Target {
     pub forward: Option<(Bytes, Option<HeaderValue>)>,
 }
 
-/// The request's bytes: request line (origin form, or absolute form to a forward proxy), headers,
-/// `Content-Length`, body.
-fn encode(req: &Request<Bytes>, target: &Target) -> Vec<u8> {
-    let body = req.body();
-    let mut w = Vec::with_capacity(256 + body.len());
-    w.extend_from_slice(req.method().as_str().as_bytes());
-    w.push(b' ');
-    if let Some((origin, _)) = &target.forward {
-        w.extend_from_slice(origin);
-    }
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    w.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
-    w.extend_from_slice(b" HTTP/1.1\r\n");
-    let headers = req.headers();
-    if !headers.contains_key(HOST) {
-        header(&mut w, b"host", target.host.as_bytes());
-    }
-    if let Some((_, Some(auth))) = &target.forward {
-        header(&mut w, b"proxy-authorization", auth.as_bytes());
-    }
-    for (name, value) in headers {
-        // The length is the body's, whatever the caller said.
-        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
-            header(&mut w, name.as_str().as_bytes(), value.as_bytes());
+/// A request's bytes, written in order: [`Wire::start`] (request line in origin form, or absolute form to a
+/// forward proxy; `Host`; `Proxy-Authorization`), the request's headers, then [`Wire::finish`]
+/// (`Content-Length`, body).
+pub struct Wire(Vec<u8>);
+
+impl Wire {
+    /// `pq`: the URI's path and query. `host`: write `Host` (not when the request has its own).
+    pub fn start(method: &Method, pq: &str, target: &Target, host: bool, body_len: usize) -> Wire {
+        let mut w = Vec::with_capacity(256 + body_len);
+        w.extend_from_slice(method.as_str().as_bytes());
+        w.push(b' ');
+        if let Some((origin, _)) = &target.forward {
+            w.extend_from_slice(origin);
         }
+        w.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
+        w.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut wire = Wire(w);
+        if host {
+            wire.header(b"host", target.host.as_bytes());
+        }
+        if let Some((_, Some(auth))) = &target.forward {
+            wire.header(b"proxy-authorization", auth.as_bytes());
+        }
+        wire
     }
-    let has_body_semantics = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    if !body.is_empty() || has_body_semantics {
-        let mut n = itoa::Buffer::new();
-        header(&mut w, b"content-length", n.format(body.len()).as_bytes());
+
+    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        let w = &mut self.0;
+        w.extend_from_slice(name);
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value);
+        w.extend_from_slice(b"\r\n");
     }
-    w.extend_from_slice(b"\r\n");
-    w.extend_from_slice(body);
-    w
+
+    /// The length is the body's, whatever the caller said: a request's own `Content-Length` and
+    /// `Transfer-Encoding` are never written.
+    pub fn finish(mut self, method: &Method, body: &[u8]) -> Vec<u8> {
+        let has_body_semantics = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+        if !body.is_empty() || has_body_semantics {
+            let mut n = itoa::Buffer::new();
+            self.header(b"content-length", n.format(body.len()).as_bytes());
+        }
+        self.0.extend_from_slice(b"\r\n");
+        self.0.extend_from_slice(body);
+        self.0
+    }
 }
 
-fn header(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    w.extend_from_slice(name);
-    w.extend_from_slice(b": ");
-    w.extend_from_slice(value);
-    w.extend_from_slice(b"\r\n");
+/// `req`'s bytes, see [`Wire`].
+pub fn encode(req: &Request<Bytes>, target: &Target) -> Vec<u8> {
+    let body = req.body();
+    let headers = req.headers();
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut w = Wire::start(
+        req.method(),
+        pq,
+        target,
+        !headers.contains_key(HOST),
+        body.len(),
+    );
+    for (name, value) in headers {
+        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+            w.header(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    w.finish(req.method(), body)
 }
 
 /// Parses the answer's head off the front of `buf`, skipping interim (1xx) answers. `None`: not all of it
