@@ -280,8 +280,8 @@ fn peek(body: &[u8]) -> Result<Peek<'_>, ApiError> {
     })
 }
 
-fn record(call: Call, route: &'static str, model: &str, stream: bool) -> CallRecord {
-    let mut r = CallRecord::new(call.id.into_string(), route, model.to_string(), stream);
+fn record(call: Call, route: &'static str, model: String, stream: bool) -> CallRecord {
+    let mut r = CallRecord::new(call.id.into_string(), route, model, stream);
     r.client_ip = Some(call.addr.ip());
     r
 }
@@ -331,16 +331,15 @@ pub(super) async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let p = peek(&bytes)?;
     let model = match p.model.as_deref().map(str::trim) {
-        Some(m) if !m.is_empty() => m.to_string(),
+        Some(m) if !m.is_empty() => m,
         _ => return Err(ApiError::bad_param("model", "`model` is required")),
     };
     let stream = p.stream.unwrap_or(false);
-    let rec = record(call, "/v1/chat/completions", &model, stream);
+    let rec = record(call, "/v1/chat/completions", model.to_string(), stream);
     let req = UpstreamRequest {
         method: Method::POST,
-        path: "/chat/completions".into(),
+        path: Cow::Borrowed("/chat/completions"),
         body: Some(bytes.clone()),
-        model,
         stream,
         accept: Some(http::HeaderValue::from_static(if stream {
             "text/event-stream"
@@ -370,12 +369,11 @@ pub(super) async fn images_generations(
 ) -> Result<Response, ApiError> {
     let p = peek(&bytes)?;
     let model = p.model.as_deref().unwrap_or("").trim().to_string();
-    let rec = record(call, "/v1/images/generations", &model, false);
+    let rec = record(call, "/v1/images/generations", model, false);
     let req = UpstreamRequest {
         method: Method::POST,
-        path: "/images/generations".into(),
+        path: Cow::Borrowed("/images/generations"),
         body: Some(bytes.clone()),
-        model,
         stream: false,
         accept: Some(http::HeaderValue::from_static("application/json")),
     };
@@ -394,12 +392,11 @@ pub(super) async fn images_generations(
     (status = 504, description = "The upstream did not answer in time", body = ErrorBody),
 ))]
 pub(super) async fn list_models(state: &AppState, call: Call) -> Response {
-    let rec = record(call, "/v1/models", "", false);
+    let rec = record(call, "/v1/models", String::new(), false);
     let req = UpstreamRequest {
         method: Method::GET,
-        path: "/models".into(),
+        path: Cow::Borrowed("/models"),
         body: None,
-        model: String::new(),
         stream: false,
         accept: Some(http::HeaderValue::from_static("application/json")),
     };
@@ -431,8 +428,7 @@ pub(super) async fn get_model(
     if id.is_empty() || id.len() > 200 || id.contains(['/', '?', '#']) {
         return Err(ApiError::bad_param("id", "invalid model id"));
     }
-    let id = id.into_owned();
-    let rec = record(call, "/v1/models/{id}", &id, false);
+    let rec = record(call, "/v1/models/{id}", id.to_string(), false);
     // The id goes into the upstream path: percent-encode everything but the unreserved characters.
     let encoded: String = id
         .bytes()
@@ -446,9 +442,8 @@ pub(super) async fn get_model(
         .collect();
     let req = UpstreamRequest {
         method: Method::GET,
-        path: format!("/models/{encoded}"),
+        path: Cow::Owned(format!("/models/{encoded}")),
         body: None,
-        model: id,
         stream: false,
         accept: Some(http::HeaderValue::from_static("application/json")),
     };

@@ -122,9 +122,9 @@ impl ForwardError {
 pub struct UpstreamRequest {
     pub method: Method,
     /// Path under the base URL, e.g. `/chat/completions`.
-    pub path: String,
+    pub path: Cow<'static, str>,
     pub body: Option<Bytes>,
-    pub model: String,
+    /// The model is the record's (`CallRecord::model`).
     pub stream: bool,
     pub accept: Option<HeaderValue>,
 }
@@ -322,7 +322,7 @@ impl Forwarder {
     ) -> Result<Response, (ForwardError, CallRecord)> {
         let cfg = self.config.load_full();
         let grok = &cfg.settings.grok;
-        let is_super = grok.is_super_model(&req.model);
+        let is_super = grok.is_super_model(&record.model);
         let uri = match cfg.uri(&req.path) {
             Ok(u) => u,
             Err(e) => {
@@ -342,7 +342,7 @@ impl Forwarder {
             let token = lease.token().clone();
             let info = RequestInfo {
                 token_id: &token.id,
-                model: &req.model,
+                model: &record.model,
                 route: record.route,
                 stream: req.stream,
             };
@@ -492,7 +492,7 @@ impl Forwarder {
             record.retries.pop();
         }
         let err = last_error.unwrap_or_else(|| ForwardError::NoToken {
-            model: req.model.clone(),
+            model: record.model.clone(),
             retry_after_ms: self.tokens.soonest_cooldown_ms(is_super),
         });
         Err((err, record))
