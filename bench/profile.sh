@@ -83,6 +83,8 @@ case "$TOOL" in
     n=$(load "${CONC:-1}" "${SECS}s")
     callgrind_control -d "$GW" >/dev/null
     out=$(ls "$W"/cg.out.* | tail -1)
+    # Kept before the report: `head` closing a pipe below ends the script (pipefail) before the end.
+    if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP"/; fi
     total=$(callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
     echo "$KIND: $n requests, $((total / n)) user-space instructions per request (call log max ${LOGMAX:-0})"
     echo "-- self"; callgrind_annotate "$out" --inclusive=no | sed -n '/file:function/,$p' | sed -n '3,25p' | cut -c1-150
@@ -111,4 +113,4 @@ case "$TOOL" in
     ;;
   *) echo "unknown tool $TOOL" >&2; exit 2 ;;
 esac
-if [ -n "${KEEP:-}" ]; then cp "$W"/cg.out.* "$W"/perf.data "$W"/strace.txt "$KEEP"/ 2>/dev/null || true; fi
+if [ -n "${KEEP:-}" ]; then cp "$W"/perf.data "$W"/strace.txt "$KEEP"/ 2>/dev/null || true; fi

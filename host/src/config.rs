@@ -459,10 +459,30 @@ impl AuthHeader {
         if !value.contains("{token}") {
             return Err("the value must contain `{token}`".to_string());
         }
+        // Checked here, so a value is valid exactly when its token is (`fits`).
+        if !value.bytes().all(header_value_byte) {
+            return Err("the value has characters a header cannot carry".to_string());
+        }
         Ok(AuthHeader {
             name,
             parts: value.split("{token}").map(str::to_string).collect(),
         })
+    }
+
+    /// Whether `token` can be put into the header.
+    pub fn fits(&self, token: &str) -> bool {
+        token.bytes().all(header_value_byte)
+    }
+
+    /// Appends the header's value with `token` (which [`AuthHeader::fits`]) to `out`: what HTTP/1.1 requests
+    /// write, without building a `HeaderValue` per request.
+    pub fn write_value(&self, token: &str, out: &mut Vec<u8>) {
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(token.as_bytes());
+            }
+            out.extend_from_slice(part.as_bytes());
+        }
     }
 
     pub fn value(
@@ -473,6 +493,11 @@ impl AuthHeader {
         hv.set_sensitive(true);
         Ok(hv)
     }
+}
+
+/// A byte a header value may hold, as `http::HeaderValue` checks it: no control character but tab.
+fn header_value_byte(b: u8) -> bool {
+    (b >= 32 && b != 127) || b == b'\t'
 }
 
 /// Validation only checks the sign, so a huge value (1e300) must not panic here, nor overflow `Instant + d`
@@ -1331,6 +1356,26 @@ mod tests {
         assert_eq!(h.value("abc").unwrap(), "sso-rw=abc;sso=abc");
         let b = AuthHeader::parse("Authorization: Bearer {token}").unwrap();
         assert_eq!(b.value("t1").unwrap(), "Bearer t1");
+        // What HTTP/1.1 requests write is the same value, and a token fits exactly when a value takes it.
+        for token in [
+            "t1",
+            "sk-abc_DEF.123",
+            "has space",
+            "tab\there",
+            "nl\nx",
+            "del\u{7f}",
+            "é",
+            "",
+        ] {
+            let mut written = Vec::new();
+            h.write_value(token, &mut written);
+            let built = h.value(token);
+            assert_eq!(h.fits(token), built.is_ok(), "{token:?}");
+            if let Ok(v) = built {
+                assert_eq!(v.as_bytes(), &written[..], "{token:?}");
+            }
+        }
+        assert!(AuthHeader::parse("Authorization: Bearer\u{1}{token}").is_err());
     }
 
     mod props {

@@ -172,7 +172,24 @@ pub fn check_request_head(data: &[u8], max_head: usize, max_body: usize) {
 
 /// RFC 3986 path characters: a query, a fragment or anything hyper's URI parser might refuse goes to hyper.
 fn is_path_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b)
+    // A table: searching the punctuation list per byte was 1.5 % of a chat request's instructions.
+    const TABLE: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric();
+            b += 1;
+        }
+        let punct = b"-._~!$&'()*+,;=:@/%";
+        let mut i = 0;
+        while i < punct.len() {
+            t[punct[i] as usize] = true;
+            i += 1;
+        }
+        t
+    };
+    TABLE[usize::from(b)]
 }
 
 /// A `Content-Length` value: digits only, no sign, no list.
@@ -669,6 +686,14 @@ impl AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_bytes_are_rfc_3986_path_characters() {
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b);
+            assert_eq!(is_path_byte(b), expected, "byte {b}");
+        }
+    }
 
     fn head(buf: &[u8]) -> Head {
         match parse(buf, 8192, 1 << 20) {

@@ -216,10 +216,15 @@ impl Wire {
     }
 
     pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        self.header_with(name, |w| w.extend_from_slice(value));
+    }
+
+    /// A header whose value `value` appends (a valid header value).
+    pub fn header_with(&mut self, name: &[u8], value: impl FnOnce(&mut Vec<u8>)) {
         let w = &mut self.0;
         w.extend_from_slice(name);
         w.extend_from_slice(b": ");
-        w.extend_from_slice(value);
+        value(w);
         w.extend_from_slice(b"\r\n");
     }
 

@@ -208,7 +208,8 @@ struct Outbound<'a> {
     cfg: &'a UpstreamConfig,
     method: &'a Method,
     uri: &'a http::Uri,
-    auth: &'a HeaderValue,
+    /// The token's secret, which the credential header [`AuthHeader::fits`].
+    secret: &'a str,
     accept: Option<&'a HeaderValue>,
     body: Option<&'a Bytes>,
 }
@@ -223,10 +224,16 @@ impl Outgoing for Outbound<'_> {
         self.method
     }
     fn to_request(&self) -> http::Request<Bytes> {
+        // `fits` was checked before the request was made, so the value builds.
+        let auth = self
+            .cfg
+            .auth
+            .value(self.secret)
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
         self.cfg.request(
             self.method.clone(),
             self.uri.clone(),
-            self.auth.clone(),
+            auth,
             self.accept,
             self.body,
         )
@@ -236,7 +243,9 @@ impl Outgoing for Outbound<'_> {
         let body = self.body.map_or(&[][..], |b| &b[..]);
         let pq = self.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut w = h1::Wire::start(self.method, pq, target, true, body.len());
-        w.header(self.cfg.auth.name.as_str().as_bytes(), self.auth.as_bytes());
+        w.header_with(self.cfg.auth.name.as_str().as_bytes(), |out| {
+            self.cfg.auth.write_value(self.secret, out)
+        });
         w.header(b"user-agent", USER_AGENT.as_bytes());
         w.header(b"accept", self.accept.map_or(&b"*/*"[..], |a| a.as_bytes()));
         if self.body.is_some() {
@@ -359,27 +368,25 @@ impl Forwarder {
             };
             record.proxy = egress.proxy.as_deref().map(str::to_string);
 
-            let auth = match cfg.auth.value(token.secret().expose()) {
-                Ok(v) => v,
-                Err(_) => {
-                    // A secret with bytes a header cannot carry: this token can never work.
-                    lease.report(Outcome::AuthFailed {
-                        status: 0,
-                        message: "credential has characters invalid in a header".into(),
-                    });
-                    tried.push(token.id.clone());
-                    record
-                        .retries
-                        .push(format!("{}: invalid credential", token.id));
-                    last_error = Some(ForwardError::BadCredential);
-                    continue;
-                }
-            };
+            let secret = token.secret().expose();
+            if !cfg.auth.fits(secret) {
+                // A secret with bytes a header cannot carry: this token can never work.
+                lease.report(Outcome::AuthFailed {
+                    status: 0,
+                    message: "credential has characters invalid in a header".into(),
+                });
+                tried.push(token.id.clone());
+                record
+                    .retries
+                    .push(format!("{}: invalid credential", token.id));
+                last_error = Some(ForwardError::BadCredential);
+                continue;
+            }
             let upstream_req = Outbound {
                 cfg: &cfg,
                 method: &req.method,
                 uri: &uri,
-                auth: &auth,
+                secret,
                 accept: req.accept.as_ref(),
                 body: req.body.as_ref(),
             };
@@ -702,16 +709,16 @@ impl Forwarder {
             .egress(&info, &[])
             .await
             .map_err(|e| e.to_string())?;
-        let auth = cfg
-            .auth
-            .value(token.secret().expose())
-            .map_err(|_| "credential has characters invalid in a header".to_string())?;
+        let secret = token.secret().expose();
+        if !cfg.auth.fits(secret) {
+            return Err("credential has characters invalid in a header".to_string());
+        }
         let uri = cfg.uri("/models")?;
         let req = Outbound {
             cfg: &cfg,
             method: &Method::GET,
             uri: &uri,
-            auth: &auth,
+            secret,
             accept: None,
             body: None,
         };
@@ -841,7 +848,6 @@ mod tests {
             settings.grok.base_url = "http://up.example:8080/v1".into();
             settings.grok.auth_header = template.into();
             let cfg = UpstreamConfig::new(Arc::new(settings)).unwrap();
-            let auth = cfg.auth.value("sk-1").unwrap();
             let accept = HeaderValue::from_static("text/event-stream");
             let body = Bytes::from_static(br#"{"model":"m"}"#);
             let chat = cfg.uri("/chat/completions").unwrap();
@@ -867,7 +873,7 @@ mod tests {
                     cfg: &cfg,
                     method: &method,
                     uri,
-                    auth: &auth,
+                    secret: "sk-1",
                     accept,
                     body,
                 };
