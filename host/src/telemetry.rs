@@ -250,7 +250,7 @@ impl RequestMetrics {
         if self.per_token {
             if let Some(id) = &r.token_id {
                 let class = if r.success { "success" } else { "failure" };
-                counter!("grok2api_token_requests_total", "token_id" => id.clone(), "outcome" => class).increment(1);
+                counter!("grok2api_token_requests_total", "token_id" => id.to_string(), "outcome" => class).increment(1);
             }
         }
     }

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
@@ -206,17 +205,8 @@ fn client_auth(state: &AppState, authorization: Option<&[u8]>) -> Option<Respons
     }
 }
 
-/// What the gateway reads from a request body; everything else is passed through untouched.
-#[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stream: Option<bool>,
-}
-
 /// What `/v1/chat/completions` reads of OpenAI's request body (the rest goes to the upstream untouched).
-/// Describes [`Peek`] for the document; `Peek` stays borrow-only for speed.
+/// Describes what `super::peek` reads, for the document.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(super) struct ChatCompletionRequest {
@@ -271,13 +261,22 @@ async fn read_body(
     }
 }
 
-fn peek(body: &[u8]) -> Result<Peek<'_>, ApiError> {
-    serde_json::from_slice::<Peek>(body).map_err(|e| {
+fn peek(body: &[u8]) -> Result<super::peek::Peek, ApiError> {
+    super::peek::peek(body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!("request body is not valid JSON for this route: {e}"),
         )
     })
+}
+
+/// `s` without surrounding whitespace, copied only when it had any.
+fn trimmed(s: String) -> String {
+    if s.trim().len() == s.len() {
+        s
+    } else {
+        s.trim().to_string()
+    }
 }
 
 fn record(call: Call, route: &'static str, model: String, stream: bool) -> CallRecord {
@@ -330,16 +329,17 @@ pub(super) async fn chat_completions(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let p = peek(&bytes)?;
-    let model = match p.model.as_deref().map(str::trim) {
-        Some(m) if !m.is_empty() => m,
-        _ => return Err(ApiError::bad_param("model", "`model` is required")),
-    };
+    let model = trimmed(p.model.unwrap_or_default());
+    if model.is_empty() {
+        return Err(ApiError::bad_param("model", "`model` is required"));
+    }
     let stream = p.stream.unwrap_or(false);
-    let rec = record(call, "/v1/chat/completions", model.to_string(), stream);
+    let rec = record(call, "/v1/chat/completions", model, stream);
     let req = UpstreamRequest {
         method: Method::POST,
         path: Cow::Borrowed("/chat/completions"),
-        body: Some(bytes.clone()),
+        // Moved, not cloned: a clone of a body copied out of the read buffer allocates.
+        body: Some(bytes),
         stream,
         accept: Some(http::HeaderValue::from_static(if stream {
             "text/event-stream"
@@ -368,12 +368,12 @@ pub(super) async fn images_generations(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let p = peek(&bytes)?;
-    let model = p.model.as_deref().unwrap_or("").trim().to_string();
+    let model = trimmed(p.model.unwrap_or_default());
     let rec = record(call, "/v1/images/generations", model, false);
     let req = UpstreamRequest {
         method: Method::POST,
         path: Cow::Borrowed("/images/generations"),
-        body: Some(bytes.clone()),
+        body: Some(bytes),
         stream: false,
         accept: Some(http::HeaderValue::from_static("application/json")),
     };

@@ -41,8 +41,8 @@ pub struct CallRecord {
     /// Unix ms when the request started.
     pub timestamp_ms: i64,
     pub started: Instant,
-    pub token_id: Option<String>,
-    pub token_masked: Option<String>,
+    pub token_id: Option<Arc<str>>,
+    pub token_masked: Option<Arc<str>>,
     pub proxy: Option<String>,
     /// Earlier attempts, as `token-id@egress: reason`.
     pub retries: Vec<String>,
@@ -86,7 +86,7 @@ impl CallRecord {
         CallLogEntry {
             id: uuid::Uuid::new_v4().to_string(),
             timestamp: self.timestamp_ms,
-            sso: self.token_masked.unwrap_or_default(),
+            sso: self.token_masked.as_deref().unwrap_or_default().to_string(),
             model: self.model,
             success: self.success,
             status_code: self.status_code,
@@ -95,7 +95,7 @@ impl CallRecord {
             error_message: self.error_message,
             proxy_used: self.proxy.unwrap_or_default(),
             media_urls: self.findings.media_urls,
-            token_id: self.token_id.unwrap_or_default(),
+            token_id: self.token_id.as_deref().unwrap_or_default().to_string(),
             stream: self.stream,
             first_byte_ms: self.first_byte_ms,
             retries: self.retries.len() as u32,

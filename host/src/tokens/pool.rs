@@ -79,8 +79,10 @@ struct TokenMeta {
 pub struct Token {
     /// Stable public id: the first 12 hex chars of the secret's SHA-256.
     pub id: String,
+    /// `id` again, shared: every request's record carries it.
+    shared_id: Arc<str>,
     secret: Secret,
-    masked: String,
+    masked: Arc<str>,
     pub kind: TokenKind,
     pub created_time: Option<i64>,
     remaining_queries: AtomicI64,
@@ -103,7 +105,8 @@ impl Token {
     fn from_record(secret: String, kind: TokenKind, r: TokenRecord) -> Token {
         Token {
             id: token_id(&secret),
-            masked: crate::secret::mask(&secret),
+            shared_id: Arc::from(token_id(&secret)),
+            masked: Arc::from(crate::secret::mask(&secret)),
             secret: Secret::new(secret),
             kind,
             created_time: r.created_time,
@@ -153,9 +156,13 @@ impl Token {
     pub fn secret(&self) -> &Secret {
         &self.secret
     }
-    /// The masked form, computed once: every request's log record carries it.
+    /// The masked form, computed once.
     pub fn masked(&self) -> String {
-        self.masked.clone()
+        self.masked.to_string()
+    }
+    /// The id and the masked form as a request's record carries them: no allocation per request.
+    pub fn record_labels(&self) -> (Arc<str>, Arc<str>) {
+        (self.shared_id.clone(), self.masked.clone())
     }
     pub fn is_expired(&self) -> bool {
         self.expired.load(Ordering::Relaxed)

@@ -80,8 +80,8 @@ pub trait Outgoing: Sync {
     fn uri(&self) -> &http::Uri;
     fn method(&self) -> &http::Method;
     fn to_request(&self) -> http::Request<Bytes>;
-    /// The request's bytes on an HTTP/1.1 connection to `target` (see [`h1::Wire`]).
-    fn encode_h1(&self, target: &h1::Target) -> Vec<u8>;
+    /// The request's bytes on an HTTP/1.1 connection to `target` (see [`h1::Wire`]), into `out`.
+    fn encode_h1(&self, target: &h1::Target, out: &mut Vec<u8>);
 }
 
 impl Outgoing for http::Request<Bytes> {
@@ -94,8 +94,8 @@ impl Outgoing for http::Request<Bytes> {
     fn to_request(&self) -> http::Request<Bytes> {
         self.clone()
     }
-    fn encode_h1(&self, target: &h1::Target) -> Vec<u8> {
-        h1::encode(self, target)
+    fn encode_h1(&self, target: &h1::Target, out: &mut Vec<u8>) {
+        h1::encode(self, target, out)
     }
 }
 

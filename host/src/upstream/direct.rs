@@ -168,8 +168,8 @@ impl DirectClient {
                     if reused && !c.usable() {
                         continue;
                     }
-                    let wire = req.encode_h1(&target);
-                    match c.send(&wire, *req.method() == Method::HEAD).await {
+                    let head_only = *req.method() == Method::HEAD;
+                    match c.send(|out| req.encode_h1(&target, out), head_only).await {
                         Ok(resp) => {
                             let back = Back {
                                 pool: Arc::downgrade(&self.inner),

@@ -18,14 +18,17 @@ use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 #[derive(Clone, Debug)]
 pub struct RawHeaders {
     head: Bytes,
-    spans: Vec<Span>,
+    spans: Spans,
 }
+
+/// Inline up to 16 headers (an answer's usual count is under 10): no allocation of its own per answer.
+pub(super) type Spans = smallvec::SmallVec<[Span; 16]>;
 
 /// Offsets into the head: name start, name length, value start, value length.
 pub(super) type Span = [u32; 4];
 
 impl RawHeaders {
-    pub(super) fn new(head: Bytes, spans: Vec<Span>) -> RawHeaders {
+    pub(super) fn new(head: Bytes, spans: Spans) -> RawHeaders {
         RawHeaders { head, spans }
     }
 
@@ -48,7 +51,7 @@ impl RawHeaders {
     #[cfg(test)]
     pub(crate) fn from_lines(lines: &[(&str, &str)]) -> RawHeaders {
         let mut head = Vec::new();
-        let mut spans = Vec::new();
+        let mut spans = Spans::new();
         head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
         for (n, v) in lines {
             let at = head.len() as u32;

@@ -239,10 +239,10 @@ impl Outgoing for Outbound<'_> {
         )
     }
     /// The same bytes as `to_request`'s, headers in the same order.
-    fn encode_h1(&self, target: &h1::Target) -> Vec<u8> {
+    fn encode_h1(&self, target: &h1::Target, out: &mut Vec<u8>) {
         let body = self.body.map_or(&[][..], |b| &b[..]);
         let pq = self.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut w = h1::Wire::start(self.method, pq, target, true, body.len());
+        let mut w = h1::Wire::start(out, self.method, pq, target, true, body.len());
         w.header_with(self.cfg.auth.name.as_str().as_bytes(), |out| {
             self.cfg.auth.write_value(self.secret, out)
         });
@@ -355,8 +355,9 @@ impl Forwarder {
                 route: record.route,
                 stream: req.stream,
             };
-            record.token_id = Some(token.id.clone());
-            record.token_masked = Some(token.masked());
+            let (id, masked) = token.record_labels();
+            record.token_id = Some(id);
+            record.token_masked = Some(masked);
             let egress = match self.proxies.egress(&info, &failed_proxies).await {
                 Ok(e) => e,
                 Err(e) => {
@@ -878,8 +879,12 @@ mod tests {
                     body,
                 };
                 for target in [&direct, &proxied] {
-                    let ours = String::from_utf8(out.encode_h1(target)).unwrap();
-                    let theirs = String::from_utf8(h1::encode(&out.to_request(), target)).unwrap();
+                    // A reused buffer starts with the last request's bytes.
+                    let (mut ours, mut theirs) = (b"stale".to_vec(), Vec::new());
+                    out.encode_h1(target, &mut ours);
+                    h1::encode(&out.to_request(), target, &mut theirs);
+                    let ours = String::from_utf8(ours).unwrap();
+                    let theirs = String::from_utf8(theirs).unwrap();
                     assert_eq!(ours, theirs);
                     assert!(ours.contains("sk-1"), "{ours}");
                 }
