@@ -5,7 +5,6 @@ pub mod error;
 mod logs;
 mod openai;
 pub mod openapi;
-pub mod peek;
 mod plugins;
 mod proxies;
 pub mod ratelimit;

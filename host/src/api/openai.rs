@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
@@ -205,8 +206,19 @@ fn client_auth(state: &AppState, authorization: Option<&[u8]>) -> Option<Respons
     }
 }
 
+/// What the gateway reads from a request body; everything else is passed through untouched.
+#[derive(Deserialize)]
+struct Peek {
+    /// Owned: serde borrows a `Cow` only as a field of its own, never inside an `Option`. The record keeps
+    /// this string.
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
 /// What `/v1/chat/completions` reads of OpenAI's request body (the rest goes to the upstream untouched).
-/// Describes what `super::peek` reads, for the document.
+/// Describes [`Peek`] for the document.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(super) struct ChatCompletionRequest {
@@ -261,8 +273,8 @@ async fn read_body(
     }
 }
 
-fn peek(body: &[u8]) -> Result<super::peek::Peek, ApiError> {
-    super::peek::peek(body).map_err(|e| {
+fn peek(body: &[u8]) -> Result<Peek, ApiError> {
+    serde_json::from_slice::<Peek>(body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!("request body is not valid JSON for this route: {e}"),
