@@ -626,10 +626,14 @@ impl ProxyPool {
 
     /// Direct egress: `allow_direct = true`, or `auto` while no proxy is configured at all.
     pub fn direct_allowed(&self) -> bool {
-        match self.opts().direct {
+        self.direct_allowed_by(&self.opts())
+    }
+
+    fn direct_allowed_by(&self, opts: &PoolOptions) -> bool {
+        match opts.direct {
             DirectPolicy::Allow => true,
             DirectPolicy::Deny => false,
-            DirectPolicy::Auto => self.opts().pool_url.is_none() && self.is_empty(),
+            DirectPolicy::Auto => opts.pool_url.is_none() && self.is_empty(),
         }
     }
 
@@ -668,12 +672,14 @@ impl ProxyPool {
                 return Ok(self.to_egress(p));
             }
         }
-        if let Some(url) = &self.opts().static_url {
+        // One load of the options for the rest (not held across the fetch above): each is an `ArcSwap` read.
+        let opts = self.opts();
+        if let Some(url) = &opts.static_url {
             if let Some(e) = self.entry(url).filter(|e| !excluded(e, exclude)) {
                 return Ok(self.to_egress(Pick::Proxy(e)));
             }
         }
-        if self.direct_allowed() {
+        if self.direct_allowed_by(&opts) {
             return Ok(self.to_egress(Pick::Direct));
         }
         Err(NoEgress)
@@ -724,6 +730,11 @@ impl ProxyPool {
         token: &str,
         exclude: &[Arc<ProxyEntry>],
     ) -> Option<Arc<ProxyEntry>> {
+        // No proxy at all (direct egress): nothing to look up. Removing a proxy unbinds its tokens, so no
+        // binding is left to clean up either.
+        if snap.entries.is_empty() {
+            return None;
+        }
         let mut keep_binding = false;
         if let Some(b) = self.bindings.get(token) {
             if b.is_removed() || !b.healthy() {
