@@ -350,6 +350,30 @@ async fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
     .await;
 }
 
+/// A connection idle for a second lets its handler's slot go (`server::conn`, `KEEP_SLOT`) with the timer that
+/// also closes it: it still serves its next request, and the header timeout still runs from the last answer.
+#[tokio::test]
+async fn a_connection_idle_past_its_slot_still_serves_and_times_out_on_time() {
+    let (_mock, gw) = setup("header_read_timeout = 2.5").await;
+    let port = gw.port;
+    blocking(move || {
+        let mut c = Conn::open(port);
+        c.send(&chat("one", ""));
+        assert_eq!(echoed(&c.answer()), "echo: one");
+        std::thread::sleep(Duration::from_millis(1500));
+        c.send(&chat("two", ""));
+        assert_eq!(echoed(&c.answer()), "echo: two");
+        let answered = Instant::now();
+        assert!(c.closes_within(Duration::from_secs(10)));
+        let waited = answered.elapsed();
+        assert!(
+            waited >= Duration::from_millis(2300),
+            "closed after {waited:?}"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_streamed_answer_is_chunked_and_the_connection_stays_usable() {
     let (_mock, gw) = setup("").await;
