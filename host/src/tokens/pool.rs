@@ -103,9 +103,10 @@ pub fn token_id(secret: &str) -> String {
 
 impl Token {
     fn from_record(secret: String, kind: TokenKind, r: TokenRecord) -> Token {
+        let id = token_id(&secret);
         Token {
-            id: token_id(&secret),
-            shared_id: Arc::from(token_id(&secret)),
+            shared_id: Arc::from(id.as_str()),
+            id,
             masked: Arc::from(crate::secret::mask(&secret)),
             secret: Secret::new(secret),
             kind,

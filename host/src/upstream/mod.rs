@@ -118,13 +118,12 @@ impl ForwardError {
     }
 }
 
-/// One call to forward.
+/// One call to forward. Its model is the record's (`CallRecord::model`).
 pub struct UpstreamRequest {
     pub method: Method,
     /// Path under the base URL, e.g. `/chat/completions`.
     pub path: Cow<'static, str>,
     pub body: Option<Bytes>,
-    /// The model is the record's (`CallRecord::model`).
     pub stream: bool,
     pub accept: Option<HeaderValue>,
 }
