@@ -3,38 +3,60 @@
 //!
 //! Label cardinality is bounded: model labels take the first [`MAX_MODEL_LABELS`] distinct models and fold
 //! the rest into `other`; tokens appear (by public id) only with `global.metrics_per_token = true`.
+//!
+//! Latency histograms are ours ([`LatencyHistogram`]), appended to the exporter's text at a scrape. The
+//! exporter's `histogram!` keeps raw samples until an upkeep drains them, so it is not used here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
-    Histogram, Unit,
-};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use parking_lot::{Mutex, RwLock};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, gauge, Counter};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use parking_lot::Mutex;
 
 use crate::calllog::CallRecord;
 
 pub const MAX_MODEL_LABELS: usize = 64;
 
-/// Latency buckets in seconds: fine below a millisecond (gateway overhead), coarse up to minutes (streams).
-const BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+/// Latency bucket bounds in nanoseconds: fine below a millisecond (gateway overhead), coarse up to minutes
+/// (streams).
+const BUCKETS_NS: [u64; 21] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+    120_000_000_000,
+    300_000_000_000,
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the process-wide recorder once; later calls return the same handle.
+/// Installs the process-wide recorder (counters and gauges) once; later calls return the same handle.
+/// The latency histograms are not in it: see [`LatencyHistogram`].
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("seconds".into()), BUCKETS)
-                .ok()?;
-            let handle = builder.install_recorder().ok()?;
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
             describe();
             Some(handle)
         })
@@ -45,21 +67,6 @@ fn describe() {
     describe_counter!(
         "grok2api_requests_total",
         "OpenAI-route calls by route, model and final status"
-    );
-    describe_histogram!(
-        "grok2api_request_duration_seconds",
-        Unit::Seconds,
-        "Whole call time, to the end of the answer"
-    );
-    describe_histogram!(
-        "grok2api_upstream_latency_seconds",
-        Unit::Seconds,
-        "Time from sending upstream to the answer's headers (successful calls)"
-    );
-    describe_histogram!(
-        "grok2api_gateway_overhead_seconds",
-        Unit::Seconds,
-        "Call time not spent waiting on the upstream"
     );
     describe_counter!(
         "grok2api_retries_total",
@@ -168,44 +175,122 @@ impl ModelLabels {
     }
 }
 
+/// A Prometheus histogram with fixed buckets, one atomic counter each.
+///
+/// The exporter's own histograms keep every sample (with a clock read) in a lock-free list until a periodic
+/// drain folds it into buckets: with three per call that was about 3 % of a chat request's CPU time in `perf`.
+/// Here a sample is a bucket search and two atomic adds, and a scrape only reads.
+pub struct LatencyHistogram {
+    /// `counts[i]` holds samples in `(BUCKETS_NS[i-1], BUCKETS_NS[i]]`; the last one those above every bound.
+    counts: [AtomicU64; BUCKETS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        // Prometheus buckets are "less than or equal": the first bound not below the sample.
+        let i = BUCKETS_NS.partition_point(|&b| b < ns);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Writes the `_bucket`, `_sum` and `_count` lines of one series. Bucket lines are cumulative and `_count`
+    /// is their total, so a scrape during a record stays consistent; `_sum` may be one sample apart.
+    fn render(&self, out: &mut String, name: &str, label: &str, value: &str) {
+        let mut cumulative = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            match BUCKETS_NS.get(i) {
+                Some(&b) => {
+                    let le = b as f64 / 1e9;
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{{label}=\"{value}\",le=\"{le}\"}} {cumulative}"
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {cumulative}"
+                    );
+                }
+            }
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {cumulative}");
+    }
+}
+
 /// Request-path recorder settings.
 #[derive(Default)]
 pub struct RequestMetrics {
     pub models: ModelLabels,
     pub per_token: bool,
     /// Metric handles per route, made on first use: `counter!(name, labels…)` per call built and hashed a
-    /// fresh key in the registry each time (about 4 % of a forwarded call's instructions).
-    routes: RwLock<Vec<(&'static str, Arc<RouteHandles>)>>,
+    /// fresh key in the registry each time (about 4 % of a forwarded call's instructions). Read without a
+    /// lock; a new route takes the mutex once.
+    routes: ArcSwap<Vec<(&'static str, Arc<RouteHandles>)>>,
+    insert: Mutex<()>,
 }
 
+/// The histograms' names and help, in the order they are rendered.
+const HISTOGRAMS: [(&str, &str); 3] = [
+    (
+        "grok2api_request_duration_seconds",
+        "Whole call time, to the end of the answer",
+    ),
+    (
+        "grok2api_upstream_latency_seconds",
+        "Time from sending upstream to the answer's headers (successful calls)",
+    ),
+    (
+        "grok2api_gateway_overhead_seconds",
+        "Call time not spent waiting on the upstream",
+    ),
+];
+
+#[derive(Default)]
 struct RouteHandles {
-    duration: Histogram,
-    /// Made at its first sample, so a route that never got an answer shows no empty histogram.
-    upstream: OnceLock<Histogram>,
-    overhead: Histogram,
+    /// In the order of [`HISTOGRAMS`]. A series with no sample is not rendered, so a route that never got an
+    /// answer shows no empty upstream histogram.
+    histograms: [LatencyHistogram; 3],
     /// `grok2api_requests_total` by model label and status; bounded like the labels themselves.
-    requests: RwLock<HashMap<(Arc<str>, u16), Counter, LabelHasher>>,
+    requests: ArcSwap<HashMap<(Arc<str>, u16), Counter, LabelHasher>>,
+    insert: Mutex<()>,
 }
 
 impl RouteHandles {
-    fn new(route: &'static str) -> RouteHandles {
-        RouteHandles {
-            duration: histogram!("grok2api_request_duration_seconds", "route" => route),
-            upstream: OnceLock::new(),
-            overhead: histogram!("grok2api_gateway_overhead_seconds", "route" => route),
-            requests: RwLock::default(),
-        }
-    }
-
     fn requests(&self, route: &'static str, model: Arc<str>, status: u16) -> Counter {
         let key = (model, status);
-        if let Some(c) = self.requests.read().get(&key) {
+        if let Some(c) = self.requests.load().get(&key) {
+            return c.clone();
+        }
+        let _g = self.insert.lock();
+        let current = self.requests.load_full();
+        if let Some(c) = current.get(&key) {
             return c.clone();
         }
         let (model, status_text) = (key.0.to_string(), status.to_string());
         let c = counter!("grok2api_requests_total",
             "route" => route, "model" => model, "status" => status_text);
-        self.requests.write().insert(key, c.clone());
+        let mut next = (*current).clone();
+        next.insert(key, c.clone());
+        self.requests.store(Arc::new(next));
         c
     }
 }
@@ -219,31 +304,32 @@ impl RequestMetrics {
     }
 
     fn route(&self, route: &'static str) -> Arc<RouteHandles> {
-        if let Some((_, h)) = self.routes.read().iter().find(|(r, _)| *r == route) {
+        if let Some((_, h)) = self.routes.load().iter().find(|(r, _)| *r == route) {
             return h.clone();
         }
-        let mut w = self.routes.write();
-        if let Some((_, h)) = w.iter().find(|(r, _)| *r == route) {
+        let _g = self.insert.lock();
+        let current = self.routes.load_full();
+        if let Some((_, h)) = current.iter().find(|(r, _)| *r == route) {
             return h.clone();
         }
-        let h = Arc::new(RouteHandles::new(route));
-        w.push((route, h.clone()));
+        let h = Arc::new(RouteHandles::default());
+        let mut next = (*current).clone();
+        next.push((route, h.clone()));
+        self.routes.store(Arc::new(next));
         h
     }
 
-    pub fn record(&self, r: &CallRecord, total: std::time::Duration) {
+    pub fn record(&self, r: &CallRecord, total: Duration) {
         let route = r.route;
         let h = self.route(route);
         h.requests(route, self.models.label(&r.model), r.status_code)
             .increment(1);
-        h.duration.record(total.as_secs_f64());
+        let [duration, upstream, overhead] = &h.histograms;
+        duration.record(total);
         if let Some(first_byte) = r.upstream_first_byte {
-            h.upstream
-                .get_or_init(|| histogram!("grok2api_upstream_latency_seconds", "route" => route))
-                .record(first_byte.as_secs_f64());
+            upstream.record(first_byte);
         }
-        let overhead = total.saturating_sub(r.upstream_wait);
-        h.overhead.record(overhead.as_secs_f64());
+        overhead.record(total.saturating_sub(r.upstream_wait));
         if !r.retries.is_empty() {
             counter!("grok2api_retries_total", "route" => route).increment(r.retries.len() as u64);
         }
@@ -252,6 +338,26 @@ impl RequestMetrics {
                 let class = if r.success { "success" } else { "failure" };
                 counter!("grok2api_token_requests_total", "token_id" => id.to_string(), "outcome" => class).increment(1);
             }
+        }
+    }
+
+    /// Appends the latency histograms in Prometheus text format (after the exporter's counters and gauges).
+    pub fn render_histograms(&self, out: &mut String) {
+        let routes = self.routes.load();
+        for (k, (name, help)) in HISTOGRAMS.iter().enumerate() {
+            let series: Vec<_> = routes
+                .iter()
+                .filter(|(_, h)| h.histograms[k].count() > 0)
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            for (route, h) in series {
+                h.histograms[k].render(out, name, "route", route);
+            }
+            out.push('\n');
         }
     }
 }
@@ -311,5 +417,51 @@ mod tests {
         assert_eq!(&*m.label("one-too-many"), "other");
         assert_eq!(&*m.label("model-3"), "model-3");
         assert_eq!(&*m.label(""), "none");
+    }
+
+    #[test]
+    fn histogram_buckets_are_less_or_equal_and_cumulative() {
+        let h = LatencyHistogram::default();
+        for ns in [1, 50_000, 50_001, 1_000_000, 400_000_000_000] {
+            h.record(Duration::from_nanos(ns));
+        }
+        let mut out = String::new();
+        h.render(&mut out, "t_seconds", "route", "/r");
+        let line = |le: &str| {
+            let prefix = format!("t_seconds_bucket{{route=\"/r\",le=\"{le}\"}} ");
+            let l = out.lines().find(|l| l.starts_with(&prefix)).unwrap();
+            l[prefix.len()..].parse::<u64>().unwrap()
+        };
+        // 1 ns and exactly 50 µs fall in the first bucket; 50.001 µs in the next.
+        assert_eq!(line("0.00005"), 2);
+        assert_eq!(line("0.0001"), 3);
+        assert_eq!(line("0.001"), 4);
+        assert_eq!(line("300"), 4);
+        assert_eq!(line("+Inf"), 5);
+        assert_eq!(out.lines().filter(|l| l.contains("_bucket")).count(), 22);
+        assert!(out.contains("t_seconds_count{route=\"/r\"} 5\n"), "{out}");
+        let sum: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("t_seconds_sum{route=\"/r\"} "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 400.001_100_002).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn histograms_render_only_series_with_samples() {
+        let m = RequestMetrics::new(false);
+        let mut text = String::new();
+        m.render_histograms(&mut text);
+        assert!(text.is_empty(), "{text}");
+        m.route("/v1/models").histograms[0].record(Duration::from_millis(3));
+        m.render_histograms(&mut text);
+        assert!(text.contains("# TYPE grok2api_request_duration_seconds histogram\n"));
+        assert!(text.contains("grok2api_request_duration_seconds_count{route=\"/v1/models\"} 1\n"));
+        assert!(
+            !text.contains("grok2api_upstream_latency_seconds"),
+            "{text}"
+        );
     }
 }

@@ -255,12 +255,14 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: http::Header
     if let Some(w) = &state.webhooks {
         crate::telemetry::set_webhook_metrics(&w.status());
     }
+    let mut text = handle.render();
+    state.calllog.request_metrics().render_histograms(&mut text);
     (
         [(
             http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        handle.render(),
+        text,
     )
         .into_response()
 }

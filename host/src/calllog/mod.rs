@@ -252,6 +252,11 @@ impl CallLog {
         }
     }
 
+    /// The request counters and latency histograms, for `/metrics`.
+    pub fn request_metrics(&self) -> &crate::telemetry::RequestMetrics {
+        &self.metrics
+    }
+
     /// Whether entries are kept: when not, answers need not be scanned for media and usage.
     pub fn enabled(&self) -> bool {
         !self.disabled.load(Ordering::Relaxed)

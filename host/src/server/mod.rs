@@ -60,17 +60,6 @@ pub async fn run_with(
     let settings = Arc::new(startup.settings.clone());
     let live = Arc::new(Live::new(startup.settings.clone()));
     let metrics = crate::telemetry::install();
-    if let Some(handle) = metrics.clone() {
-        // Histograms keep raw samples until upkeep folds them in; without it memory grows with every request
-        // until something scrapes /metrics (found by the soak benchmark).
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                handle.run_upkeep();
-            }
-        });
-    }
     let storage: Arc<dyn Storage> = crate::storage::open(
         startup.storage_mode,
         startup.database_url.as_ref().map(|u| u.expose()),
