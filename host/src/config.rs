@@ -469,9 +469,9 @@ impl AuthHeader {
         })
     }
 
-    /// Whether `token` can be put into the header.
+    /// Whether `token` can be put into the header (tokens keep the answer: `Token::header_safe`).
     pub fn fits(&self, token: &str) -> bool {
-        token.bytes().all(header_value_byte)
+        header_value_safe(token)
     }
 
     /// Appends the header's value with `token` (which [`AuthHeader::fits`]) to `out`: what HTTP/1.1 requests
@@ -493,6 +493,11 @@ impl AuthHeader {
         hv.set_sensitive(true);
         Ok(hv)
     }
+}
+
+/// Whether every byte of `s` may be in a header value ([`header_value_byte`]).
+pub fn header_value_safe(s: &str) -> bool {
+    s.bytes().all(header_value_byte)
 }
 
 /// A byte a header value may hold, as `http::HeaderValue` checks it: no control character but tab.

@@ -82,6 +82,8 @@ pub struct Token {
     /// `id` again, shared: every request's record carries it.
     shared_id: Arc<str>,
     secret: Secret,
+    /// Whether the secret can go into a header value; checked once, as it never changes.
+    header_safe: bool,
     masked: Arc<str>,
     pub kind: TokenKind,
     pub created_time: Option<i64>,
@@ -108,6 +110,7 @@ impl Token {
             shared_id: Arc::from(id.as_str()),
             id,
             masked: Arc::from(crate::secret::mask(&secret)),
+            header_safe: crate::config::header_value_safe(&secret),
             secret: Secret::new(secret),
             kind,
             created_time: r.created_time,
@@ -164,6 +167,10 @@ impl Token {
     /// The id and the masked form as a request's record carries them: no allocation per request.
     pub fn record_labels(&self) -> (Arc<str>, Arc<str>) {
         (self.shared_id.clone(), self.masked.clone())
+    }
+    /// Whether the secret has only bytes a header value may hold ([`crate::config::AuthHeader::fits`]).
+    pub fn header_safe(&self) -> bool {
+        self.header_safe
     }
     pub fn is_expired(&self) -> bool {
         self.expired.load(Ordering::Relaxed)
@@ -613,6 +620,24 @@ mod tests {
         let secrets: Vec<String> = (0..n).map(|i| format!("secret-token-{i}")).collect();
         pool.add(&secrets, TokenKind::Normal).await;
         (dir, pool)
+    }
+
+    #[test]
+    fn header_safety_is_known_per_token() {
+        // `add` refuses such secrets, but a token file written by another tool may hold them.
+        for s in [
+            "plain-token",
+            "with\ttab",
+            "with\u{1}ctl",
+            "with\u{7f}del",
+            "ünïcode",
+        ] {
+            let t = Token::from_record(s.to_string(), TokenKind::Normal, TokenRecord::default());
+            let valid = http::HeaderValue::from_str(s).is_ok() || !s.is_ascii();
+            assert_eq!(t.header_safe(), valid, "{s:?}");
+        }
+        let bad = Token::from_record("a\nb".into(), TokenKind::Normal, TokenRecord::default());
+        assert!(!bad.header_safe());
     }
 
     #[tokio::test]

@@ -83,10 +83,21 @@ pub const DROPPED: [&str; 9] = [
 /// Whether a raw header goes on to the client: not one of [`DROPPED`], and not `Content-Length`, which the
 /// writer sets from the body it sends (a stream's answer has none).
 pub fn passes(name: &[u8]) -> bool {
-    !(name.eq_ignore_ascii_case(b"content-length")
-        || DROPPED
-            .iter()
-            .any(|d| name.eq_ignore_ascii_case(d.as_bytes())))
+    // By length first: most names have no dropped name's length. Comparing each header with all ten names was
+    // about 200 instructions a request. (The test below holds this to `DROPPED`.)
+    let candidates: &[&str] = match name.len() {
+        2 => &["te"],
+        7 => &["trailer", "upgrade"],
+        10 => &["connection", "keep-alive", "set-cookie"],
+        14 => &["content-length"],
+        16 => &["proxy-connection"],
+        17 => &["transfer-encoding"],
+        18 => &["proxy-authenticate"],
+        _ => return true,
+    };
+    !candidates
+        .iter()
+        .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
 }
 
 /// Removes [`DROPPED`] from an upstream answer's `HeaderMap`. Finds them before removing: most answers carry
@@ -193,6 +204,9 @@ mod tests {
             "tee",
             "trailers",
             "x-connection",
+            "keep-alivx",
+            "set-cookies",
+            "trailex",
             "",
         ] {
             assert!(passes(name.as_bytes()), "{name}");

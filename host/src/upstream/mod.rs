@@ -135,6 +135,16 @@ pub struct UpstreamConfig {
     pub base_url: String,
     /// URIs of the routes every request uses, parsed once (parsing per request shows in profiles).
     common: Vec<(&'static str, http::Uri)>,
+    /// `grok`'s timeouts as durations, converted once: from seconds as `f64` it was about 100 instructions a
+    /// request.
+    timeouts: Timeouts,
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    first_response: Duration,
+    chunk: Duration,
+    total: Option<Duration>,
 }
 
 const COMMON_PATHS: &[&str] = &["/chat/completions", "/images/generations", "/models"];
@@ -151,11 +161,18 @@ impl UpstreamConfig {
                     .map_err(|e| format!("grok.base_url: {e}"))
             })
             .collect::<Result<_, _>>()?;
+        let grok = &settings.grok;
+        let timeouts = Timeouts {
+            first_response: grok.first_response_timeout(),
+            chunk: grok.chunk_timeout(),
+            total: grok.total_timeout(),
+        };
         Ok(UpstreamConfig {
             settings,
             auth,
             base_url,
             common,
+            timeouts,
         })
     }
 
@@ -369,7 +386,7 @@ impl Forwarder {
             record.proxy = egress.proxy.as_deref().map(str::to_string);
 
             let secret = token.secret().expose();
-            if !cfg.auth.fits(secret) {
+            if !token.header_safe() {
                 // A secret with bytes a header cannot carry: this token can never work.
                 lease.report(Outcome::AuthFailed {
                     status: 0,
@@ -394,10 +411,9 @@ impl Forwarder {
             // Headers must arrive within the first-response timeout for streams; a non-streamed answer only
             // comes when it is complete, so it gets the total timeout.
             let header_wait = if req.stream {
-                grok.first_response_timeout()
+                cfg.timeouts.first_response
             } else {
-                grok.total_timeout()
-                    .unwrap_or(Duration::from_secs(24 * 3600))
+                cfg.timeouts.total.unwrap_or(Duration::from_secs(24 * 3600))
             };
             let sent_at = Instant::now();
             let result = tokio::time::timeout(header_wait, egress.client.send(&upstream_req)).await;
@@ -594,7 +610,6 @@ impl Forwarder {
         cfg: &UpstreamConfig,
         answered_at: Instant,
     ) -> Result<Response, (ForwardError, CallRecord)> {
-        let grok = &cfg.settings.grok;
         let (parts, body) = resp.into_parts();
         let (status, mut headers, extensions) = (parts.status, parts.headers, parts.extensions);
         // Kept and trimmed rather than copied: a copy was 2 % of a chat request's instructions. Raw headers
@@ -607,13 +622,13 @@ impl Forwarder {
             headers.remove(http::header::CONTENT_LENGTH);
             // Tell buffering reverse proxies in front of us to pass chunks through.
             headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            let first_deadline = record.started + grok.first_response_timeout();
-            let total_deadline = grok.total_timeout().map(|t| record.started + t);
+            let first_deadline = record.started + cfg.timeouts.first_response;
+            let total_deadline = cfg.timeouts.total.map(|t| record.started + t);
             let body = TimedBody::new(
                 body,
                 body::Timeouts {
                     first_chunk_deadline: first_deadline,
-                    chunk: grok.chunk_timeout(),
+                    chunk: cfg.timeouts.chunk,
                     total_deadline,
                 },
                 is_sse,
@@ -641,7 +656,7 @@ impl Forwarder {
                 // A frame already read (the usual case: the body came with the head) needs no timer.
                 let next = match body.frame().now_or_never() {
                     Some(frame) => Ok(frame),
-                    None => tokio::time::timeout(grok.chunk_timeout(), body.frame()).await,
+                    None => tokio::time::timeout(cfg.timeouts.chunk, body.frame()).await,
                 };
                 match next {
                     Err(_) => return Err(ForwardError::Timeout("between chunks of the answer")),
@@ -665,7 +680,7 @@ impl Forwarder {
             }
         };
         let read_started = answered_at;
-        let body = match grok.total_timeout() {
+        let body = match cfg.timeouts.total {
             Some(total) => {
                 let left = total.saturating_sub(answered_at - record.started);
                 match tokio::time::timeout(left, read).await {
@@ -710,7 +725,7 @@ impl Forwarder {
             .await
             .map_err(|e| e.to_string())?;
         let secret = token.secret().expose();
-        if !cfg.auth.fits(secret) {
+        if !token.header_safe() {
             return Err("credential has characters invalid in a header".to_string());
         }
         let uri = cfg.uri("/models")?;
