@@ -291,13 +291,13 @@ fn trimmed(s: String) -> String {
     }
 }
 
-fn record(call: Call, route: &'static str, model: String, stream: bool) -> CallRecord {
+fn record(call: Call, route: &'static str, model: String, stream: bool) -> Box<CallRecord> {
     let mut r = CallRecord::new(call.id.into_string(), route, model, stream);
     r.client_ip = Some(call.addr.ip());
     r
 }
 
-async fn forward(state: &AppState, req: UpstreamRequest, record: CallRecord) -> Response {
+async fn forward(state: &AppState, req: UpstreamRequest, record: Box<CallRecord>) -> Response {
     match state.forwarder.forward(req, record).await {
         Ok(resp) => resp,
         Err((err, mut record)) => {

@@ -29,7 +29,7 @@ pub struct TimedBody {
     chunk_timeout: Duration,
     total_deadline: Option<Instant>,
     sse: bool,
-    record: Option<CallRecord>,
+    record: Option<Box<CallRecord>>,
     calllog: CallLog,
     done: bool,
     /// Reads media links and usage off SSE events as they pass (SSE only).
@@ -118,7 +118,7 @@ impl TimedBody {
         body: UpstreamBody,
         t: Timeouts,
         sse: bool,
-        record: CallRecord,
+        record: Box<CallRecord>,
         calllog: CallLog,
         lease: TokenLease,
     ) -> TimedBody {

@@ -317,7 +317,7 @@ impl Forwarder {
     }
 
     /// Finishes the record of a call that failed before any answer reached the client.
-    pub fn finish_failed(&self, record: CallRecord) {
+    pub fn finish_failed(&self, record: Box<CallRecord>) {
         self.calllog.finish(record);
     }
 
@@ -343,8 +343,8 @@ impl Forwarder {
     pub async fn forward(
         &self,
         req: UpstreamRequest,
-        mut record: CallRecord,
-    ) -> Result<Response, (ForwardError, CallRecord)> {
+        mut record: Box<CallRecord>,
+    ) -> Result<Response, (ForwardError, Box<CallRecord>)> {
         let cfg = self.config.load_full();
         let grok = &cfg.settings.grok;
         let is_super = grok.is_super_model(&record.model);
@@ -605,11 +605,11 @@ impl Forwarder {
         &self,
         resp: http::Response<UpstreamBody>,
         stream: bool,
-        mut record: CallRecord,
+        mut record: Box<CallRecord>,
         lease: crate::tokens::TokenLease,
         cfg: &UpstreamConfig,
         answered_at: Instant,
-    ) -> Result<Response, (ForwardError, CallRecord)> {
+    ) -> Result<Response, (ForwardError, Box<CallRecord>)> {
         let (parts, body) = resp.into_parts();
         let (status, mut headers, extensions) = (parts.status, parts.headers, parts.extensions);
         // Kept and trimmed rather than copied: a copy was 2 % of a chat request's instructions. Raw headers
