@@ -247,7 +247,7 @@ async fn chunked_bodies_expect_and_http10_go_to_hyper() {
         );
         let a = c.answer();
         assert_eq!(echoed(&a), "echo: chunked");
-        // hyper writes the upstream's headers too (`upstream::head::materialize`).
+        // hyper writes the upstream's headers too (`upstream::head::Reply::into_response`).
         upstream_headers_passed(&a);
 
         let mut c = Conn::open(port);

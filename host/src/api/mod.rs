@@ -172,7 +172,7 @@ impl App {
         id: RequestId,
         route: V1Route,
         body: bytes::Bytes,
-    ) -> Response {
+    ) -> crate::upstream::Reply {
         openai::handle(&self.state, openai::Call { addr, id }, route, body).await
     }
 }

@@ -21,7 +21,7 @@ use super::error::{ApiError, ErrorBody};
 use super::{AppState, RequestId};
 use crate::calllog::CallRecord;
 use crate::secret::constant_time_eq;
-use crate::upstream::{ForwardError, UpstreamRequest};
+use crate::upstream::{ForwardError, Reply, UpstreamRequest};
 
 /// The `/v1` routes as `(path, method)`, for the OpenAPI test: [`Route::of`] serves exactly these (checked by
 /// the tests below).
@@ -129,10 +129,10 @@ pub async fn serve(
         }
         Route::Models | Route::Model(_) => Bytes::new(),
     };
-    let mut answer = handle(state, Call { addr, id }, route, body).await;
     // hyper writes only the `HeaderMap`: the upstream's raw header lines go into it first.
-    crate::upstream::head::materialize(&mut answer);
-    answer
+    handle(state, Call { addr, id }, route, body)
+        .await
+        .into_response()
 }
 
 /// The route a `/v1` request takes once it passed the gate, or the answer that refuses it (404, 405, 429,
@@ -153,14 +153,14 @@ pub fn admit(
 }
 
 /// Runs the handler of an admitted request; `body` is the whole request body (empty for the GET routes).
-pub async fn handle(state: &AppState, call: Call, route: Route, body: Bytes) -> Response {
+pub async fn handle(state: &AppState, call: Call, route: Route, body: Bytes) -> Reply {
     let answer = match route {
         Route::Chat => chat_completions(state, call, body).await,
         Route::Images => images_generations(state, call, body).await,
         Route::Models => Ok(list_models(state, call).await),
         Route::Model(id) => get_model(state, call, &id).await,
     };
-    answer.unwrap_or_else(IntoResponse::into_response)
+    answer.unwrap_or_else(|e| e.into_response().into())
 }
 
 /// Who asked: what every `/v1` handler records.
@@ -297,9 +297,9 @@ fn record(call: Call, route: &'static str, model: String, stream: bool) -> Box<C
     r
 }
 
-async fn forward(state: &AppState, req: UpstreamRequest, record: Box<CallRecord>) -> Response {
+async fn forward(state: &AppState, req: UpstreamRequest, record: Box<CallRecord>) -> Reply {
     match state.forwarder.forward(req, record).await {
-        Ok(resp) => resp,
+        Ok(reply) => reply,
         Err((err, mut record)) => {
             let (status, kind, code) = err.parts();
             // The log keeps the upstream's real status; without an answer, the status the client got.
@@ -316,6 +316,7 @@ async fn forward(state: &AppState, req: UpstreamRequest, record: Box<CallRecord>
             ApiError::new(status, kind, code, message)
                 .with_retry_after(retry_after)
                 .into_response()
+                .into()
         }
     }
 }
@@ -339,7 +340,7 @@ pub(super) async fn chat_completions(
     state: &AppState,
     call: Call,
     bytes: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Reply, ApiError> {
     let p = peek(&bytes)?;
     let model = trimmed(p.model.unwrap_or_default());
     if model.is_empty() {
@@ -378,7 +379,7 @@ pub(super) async fn images_generations(
     state: &AppState,
     call: Call,
     bytes: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Reply, ApiError> {
     let p = peek(&bytes)?;
     let model = trimmed(p.model.unwrap_or_default());
     let rec = record(call, "/v1/images/generations", model, false);
@@ -403,7 +404,7 @@ pub(super) async fn images_generations(
     (status = 503, description = "No usable token or egress proxy", body = ErrorBody),
     (status = 504, description = "The upstream did not answer in time", body = ErrorBody),
 ))]
-pub(super) async fn list_models(state: &AppState, call: Call) -> Response {
+pub(super) async fn list_models(state: &AppState, call: Call) -> Reply {
     let rec = record(call, "/v1/models", String::new(), false);
     let req = UpstreamRequest {
         method: Method::GET,
@@ -432,7 +433,7 @@ pub(super) async fn get_model(
     state: &AppState,
     call: Call,
     encoded_id: &str,
-) -> Result<Response, ApiError> {
+) -> Result<Reply, ApiError> {
     // The path's segment, percent-decoded as axum's `Path` did.
     let id = percent_encoding::percent_decode_str(encoded_id)
         .decode_utf8()

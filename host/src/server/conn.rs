@@ -18,7 +18,6 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Method, StatusCode};
@@ -30,7 +29,7 @@ use tokio::sync::watch;
 
 use super::ConnLimits;
 use crate::api::{App, RequestId};
-use crate::upstream::head::RawHeaders;
+use crate::upstream::head::{RawHeaders, Reply};
 
 /// hyper's default, so a head with more headers goes to hyper and gets its answer.
 const MAX_HEADERS: usize = 100;
@@ -289,7 +288,7 @@ pub(super) async fn serve(
                 } else {
                     close = true;
                 }
-                *refused
+                Reply::from(*refused)
             }
             Ok(route) => {
                 while buf.len() < whole {
@@ -344,8 +343,8 @@ const KEEP_SLOT: std::time::Duration = std::time::Duration::from_secs(1);
 async fn until_answered(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
-    call: impl Future<Output = Response>,
-) -> Option<Response> {
+    call: impl Future<Output = Reply>,
+) -> Option<Reply> {
     let mut call = pin!(call);
     loop {
         tokio::select! {
@@ -401,11 +400,11 @@ async fn write_answer(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
-    answer: Response,
+    answer: Reply,
     request_id: IdCopy,
     close: bool,
 ) -> io::Result<()> {
-    let (parts, mut body) = answer.into_parts();
+    let (parts, mut body) = answer.response.into_parts();
     let bodiless = parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
@@ -417,6 +416,7 @@ async fn write_answer(
     encode_head(
         out,
         &parts,
+        answer.raw.as_ref(),
         Some(request_id.as_bytes()),
         length,
         close,
@@ -520,6 +520,7 @@ fn bad(what: &'static str) -> io::Error {
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
+    raw: Option<&RawHeaders>,
     request_id: Option<&[u8]>,
     length: Option<usize>,
     close: bool,
@@ -532,7 +533,7 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
     // An upstream answer's own header lines, as they came (`upstream::head`).
-    if let Some(raw) = parts.extensions.get::<RawHeaders>() {
+    if let Some(raw) = raw {
         for (name, value) in raw.passed() {
             if request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id") {
                 continue;
@@ -810,7 +811,7 @@ mod tests {
             .unwrap();
         let (parts, ()) = resp.into_parts();
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, Some(b"ours"), Some(17), true, false);
+        encode_head(&mut out, &parts, None, Some(b"ours"), Some(17), true, false);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.split("\r\n").collect();
         assert_eq!(lines[0], "HTTP/1.1 429 Too Many Requests");
@@ -836,7 +837,7 @@ mod tests {
 
         let (parts, ()) = http::Response::new(()).into_parts();
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, None, None, false, false);
+        encode_head(&mut out, &parts, None, None, None, false, false);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("\r\ntransfer-encoding: chunked\r\n"),
@@ -850,7 +851,7 @@ mod tests {
         let mut resp = http::Response::new(());
         resp.headers_mut()
             .insert("x-accel-buffering", http::HeaderValue::from_static("no"));
-        resp.extensions_mut().insert(RawHeaders::from_lines(&[
+        let raw = RawHeaders::from_lines(&[
             ("Content-Type", "text/event-stream"),
             ("Content-Length", "999"),
             ("Transfer-Encoding", "chunked"),
@@ -859,10 +860,18 @@ mod tests {
             ("X-Request-Id", "theirs"),
             ("Date", "Fri, 27 Nov 2026 12:00:00 GMT"),
             ("x-ratelimit-remaining-requests", "9"),
-        ]));
+        ]);
         let (parts, ()) = resp.into_parts();
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, Some(b"ours"), None, false, false);
+        encode_head(
+            &mut out,
+            &parts,
+            Some(&raw),
+            Some(b"ours"),
+            None,
+            false,
+            false,
+        );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.split("\r\n").collect();
         for want in [

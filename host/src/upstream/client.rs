@@ -195,6 +195,15 @@ pub enum UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// The answer's header lines as they came, when our HTTP/1.1 client read it (its `HeaderMap` is then
+    /// empty: see `upstream::head`). Once: later calls give `None`.
+    pub fn take_raw(&mut self) -> Option<super::head::RawHeaders> {
+        match self {
+            UpstreamBody::Pool(b) => b.take_raw(),
+            UpstreamBody::Reqwest(_) => None,
+        }
+    }
+
     /// See [`PooledBody::drives_its_connection`]; reqwest's and HTTP/2 connections have their own tasks.
     pub fn drives_its_connection(&self) -> bool {
         matches!(self, UpstreamBody::Pool(b) if b.drives_its_connection())

@@ -397,6 +397,14 @@ impl std::fmt::Debug for PooledBody {
 }
 
 impl PooledBody {
+    /// The answer's raw header lines, from an HTTP/1 connection (see [`h1::Body::take_raw`]).
+    pub fn take_raw(&mut self) -> Option<crate::upstream::head::RawHeaders> {
+        match &mut self.0 {
+            Kind::H1 { body: Some(b), .. } => b.take_raw(),
+            _ => None,
+        }
+    }
+
     /// Whether reading this body reads its connection in the reader's task (HTTP/1): then a chunk already
     /// received is decoded as soon as the body is polled, with no other task to wait for.
     pub fn drives_its_connection(&self) -> bool {

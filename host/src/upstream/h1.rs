@@ -137,12 +137,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         }
         // Whether any byte came back: an interim (1xx) answer is consumed, but it was an answer.
         let mut answered = false;
-        let (parts, framing, keep_alive) =
+        let (parts, raw, framing, keep_alive) =
             poll_fn(|cx| self.poll_head(cx, head_only, &mut answered)).await?;
         let body = Body {
             conn: Some(self),
             framing,
             keep_alive,
+            raw: Some(raw),
         };
         Ok(http::Response::from_parts(parts, body))
     }
@@ -159,7 +160,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         cx: &mut Context<'_>,
         head_only: bool,
         answered: &mut bool,
-    ) -> Poll<Result<(http::response::Parts, Framing, bool), Error>> {
+    ) -> Poll<Result<Head, Error>> {
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = parse_head(&mut self.buf, head_only)? {
@@ -280,14 +281,14 @@ pub fn encode(req: &Request<Bytes>, target: &Target, out: &mut Vec<u8>) {
     w.finish(req.method(), body)
 }
 
+/// An answer's head: its parts (with an empty `HeaderMap`), its header lines as they came, its body's framing,
+/// and whether the connection can be kept.
+type Head = (http::response::Parts, RawHeaders, Framing, bool);
+
 /// Parses the answer's head off the front of `buf`, skipping interim (1xx) answers. `None`: not all of it
-/// arrived yet. The headers stay in the head's bytes ([`RawHeaders`], in the answer's extensions); its
-/// `HeaderMap` is empty.
-#[allow(clippy::type_complexity)]
-fn parse_head(
-    buf: &mut BytesMut,
-    head_only: bool,
-) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
+/// arrived yet. The headers stay in the head's bytes ([`RawHeaders`], which the body carries: see
+/// [`Body::take_raw`]).
+fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, Error> {
     loop {
         // Offsets of names and values in the head, which the raw headers keep. The header slots stay
         // uninitialised: zeroing 100 of them was 6 % of a chat request.
@@ -348,8 +349,12 @@ fn parse_head(
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = status;
         parts.version = version;
-        parts.extensions.insert(RawHeaders::new(head, spans));
-        return Ok(Some((parts, framing, keep_alive)));
+        return Ok(Some((
+            parts,
+            RawHeaders::new(head, spans),
+            framing,
+            keep_alive,
+        )));
     }
 }
 
@@ -423,6 +428,15 @@ pub struct Body<T> {
     conn: Option<Box<Conn<T>>>,
     framing: Framing,
     keep_alive: bool,
+    /// The answer's header lines, until the reader takes them.
+    raw: Option<RawHeaders>,
+}
+
+impl<T> Body<T> {
+    /// The answer's header lines as they came (once: later calls give `None`).
+    pub fn take_raw(&mut self) -> Option<RawHeaders> {
+        self.raw.take()
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Body<T> {
@@ -652,7 +666,7 @@ pub fn read_answer_in_steps(wire: &[u8], step: usize) -> Result<Option<Vec<u8>>,
     let mut buf = BytesMut::new();
     let mut pieces = wire.chunks(step.max(1));
     let mut framing = loop {
-        if let Some((_, framing, _)) = parse_head(&mut buf, false)? {
+        if let Some((_, _, framing, _)) = parse_head(&mut buf, false)? {
             break framing;
         }
         match pieces.next() {
@@ -786,16 +800,15 @@ mod tests {
         assert_eq!(left, 8);
     }
 
-    fn head(wire: &[u8]) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
+    fn head(wire: &[u8]) -> Result<Option<Head>, Error> {
         parse_head(&mut BytesMut::from(wire), false)
     }
 
     #[test]
     fn heads_give_status_headers_framing_and_reuse() {
-        let (p, f, keep) = head(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\nX-A: 1\r\nX-A: 2\r\n\r\n").unwrap().unwrap();
+        let (p, raw, f, keep) = head(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\nX-A: 1\r\nX-A: 2\r\n\r\n").unwrap().unwrap();
         assert_eq!(p.status, 200);
         assert!(p.headers.is_empty());
-        let raw = p.extensions.get::<RawHeaders>().unwrap();
         assert_eq!(raw.get("content-type"), Some(&b"application/json"[..]));
         let all: Vec<_> = raw.iter().collect();
         assert_eq!(
@@ -809,39 +822,38 @@ mod tests {
         );
         assert_eq!((f, keep), (Framing::Length(12), true));
 
-        let (_, f, keep) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        let (_, _, f, keep) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!((f, keep), (Framing::Chunked(Chunked::Size), true));
-        let (_, f, keep) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
+        let (_, _, f, keep) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!((f, keep), (Framing::Close, false));
-        let (_, f, keep) = head(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap();
+        let (_, _, f, keep) = head(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap();
         assert_eq!((f, keep), (Framing::Close, false));
-        let (_, _, keep) =
+        let (_, _, _, keep) =
             head(b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n")
                 .unwrap()
                 .unwrap();
         assert!(!keep);
-        let (_, _, keep) = head(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n")
+        let (_, _, _, keep) = head(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n")
             .unwrap()
             .unwrap();
         assert!(!keep);
-        let (p, f, _) = head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+        let (p, _, f, _) = head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!((p.status.as_u16(), f), (204, Framing::Done));
-        let (_, f, _) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n")
+        let (_, _, f, _) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(f, Framing::Length(7));
         assert!(head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
         // Values without their surrounding whitespace, bare LF line ends, an interim answer's headers gone.
-        let (p, _, _) = head(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\nX-B:  two words \t\nContent-Length: 0\n\n")
+        let (_, raw, _, _) = head(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\nX-B:  two words \t\nContent-Length: 0\n\n")
             .unwrap()
             .unwrap();
-        let raw = p.extensions.get::<RawHeaders>().unwrap();
         let all: Vec<_> = raw.iter().collect();
         assert_eq!(
             all,

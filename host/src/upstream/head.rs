@@ -1,17 +1,20 @@
 //! An upstream answer's headers on their way to the client.
 //!
 //! Answers read by our HTTP/1.1 client (`h1.rs`) keep their header lines as the bytes they arrived in
-//! ([`RawHeaders`], in the answer's extensions; its `HeaderMap` stays empty), and the connection loop
-//! (`server::conn`) writes the lines that pass [`passes`] straight to the client. Building a `HeaderMap` of an
-//! answer only to write it out again was the largest piece of the gateway's own work on a chat request (about
-//! 4.5 k of 38 k instructions: a name parsed and often allocated, a value checked and a hash insert per
-//! header). Answers from the other clients (HTTP/2, reqwest) carry a `HeaderMap` as before.
+//! ([`RawHeaders`]; the answer's `HeaderMap` stays empty). They travel with the answer's body
+//! (`UpstreamBody::take_raw`) to the forwarder, then beside the client's response in a [`Reply`], and the
+//! connection loop (`server::conn`) writes the lines that pass [`passes`] straight to the client. Building a
+//! `HeaderMap` of an answer only to write it out again was the largest piece of the gateway's own work on a
+//! chat request (about 4.5 k of 38 k instructions); carrying the lines in the responses' `Extensions` cost
+//! three allocations and a hash insert per answer, and a lookup per read. Answers from the other clients
+//! (HTTP/2, reqwest) carry a `HeaderMap` as before.
 //!
-//! Whoever reads an upstream answer's header uses [`get`], which looks in both places; whoever hands an answer
-//! to a writer other than our own (hyper) calls [`materialize`] first.
+//! Whoever reads an upstream answer's header uses [`get`], which looks in both places; whoever hands a reply
+//! to a writer other than our own (hyper) calls [`Reply::into_response`].
 
+use axum::response::Response;
 use bytes::Bytes;
-use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header lines of an HTTP/1.1 answer, checked by httparse: the head's bytes and where each name and
 /// value lies in them (values without surrounding whitespace).
@@ -21,8 +24,8 @@ pub struct RawHeaders {
     spans: Spans,
 }
 
-/// Inline up to 16 headers (an answer's usual count is under 10): no allocation of its own per answer.
-pub(super) type Spans = smallvec::SmallVec<[Span; 16]>;
+/// One allocation, sized to the header count; `RawHeaders` stays small to move with a body or a reply.
+pub(super) type Spans = Box<[Span]>;
 
 /// Offsets into the head: name start, name length, value start, value length.
 pub(super) type Span = [u32; 4];
@@ -51,14 +54,14 @@ impl RawHeaders {
     #[cfg(test)]
     pub(crate) fn from_lines(lines: &[(&str, &str)]) -> RawHeaders {
         let mut head = Vec::new();
-        let mut spans = Spans::new();
+        let mut spans = Vec::new();
         head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
         for (n, v) in lines {
             let at = head.len() as u32;
             head.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
             spans.push([at, n.len() as u32, at + n.len() as u32 + 2, v.len() as u32]);
         }
-        RawHeaders::new(Bytes::from(head), spans)
+        RawHeaders::new(Bytes::from(head), spans.into())
     }
 
     /// The headers that go on to the client (see [`passes`]).
@@ -109,24 +112,48 @@ pub fn strip(h: &mut HeaderMap) {
 }
 
 /// The first value of `name` in an upstream answer, wherever its client put the headers.
-pub fn get<'a>(headers: &'a HeaderMap, ext: &'a Extensions, name: &HeaderName) -> Option<&'a [u8]> {
-    match ext.get::<RawHeaders>() {
+pub fn get<'a>(
+    headers: &'a HeaderMap,
+    raw: Option<&'a RawHeaders>,
+    name: &HeaderName,
+) -> Option<&'a [u8]> {
+    match raw {
         Some(raw) => raw.get(name.as_str()),
         None => headers.get(name).map(HeaderValue::as_bytes),
     }
 }
 
-/// Moves an answer's raw headers that pass into its `HeaderMap`, for a writer that knows only the map. A line
-/// the map cannot hold (httparse and `http` agree on what is valid, so none is expected) is left out.
-pub fn materialize(resp: &mut http::Response<axum::body::Body>) {
-    let Some(raw) = resp.extensions_mut().remove::<RawHeaders>() else {
-        return;
-    };
-    let headers = resp.headers_mut();
-    for (n, v) in raw.passed() {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
-            headers.append(n, v);
+/// What goes back to the client: the response, and the upstream's raw header lines when our HTTP/1.1 client
+/// read them (written before the response's own headers).
+pub struct Reply {
+    pub response: Response,
+    pub raw: Option<RawHeaders>,
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply {
+            response,
+            raw: None,
         }
+    }
+}
+
+impl Reply {
+    /// The response with the raw lines that pass moved into its `HeaderMap`, for a writer that knows only the
+    /// map (hyper). A line the map cannot hold (httparse and `http` agree on what is valid, so none is
+    /// expected) is left out.
+    pub fn into_response(self) -> Response {
+        let Reply { mut response, raw } = self;
+        if let Some(raw) = raw {
+            let headers = response.headers_mut();
+            for (n, v) in raw.passed() {
+                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
+                    headers.append(n, v);
+                }
+            }
+        }
+        response
     }
 }
 
@@ -164,31 +191,34 @@ mod tests {
     }
 
     #[test]
-    fn materialize_moves_what_passes_into_the_map_once() {
+    fn into_response_moves_what_passes_into_the_map() {
         let mut resp = http::Response::new(axum::body::Body::empty());
         resp.headers_mut()
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
-        resp.extensions_mut().insert(raw(&[
+        let raw = raw(&[
             ("Content-Type", "text/event-stream"),
             ("Content-Length", "5"),
             ("Set-Cookie", "a=b"),
             ("X-A", "1"),
             ("X-A", "2"),
-        ]));
-        let ext_headers = resp.headers().clone();
+        ]);
+        let empty = HeaderMap::new();
         assert_eq!(
-            get(&ext_headers, resp.extensions(), &http::header::CONTENT_TYPE),
+            get(&empty, Some(&raw), &http::header::CONTENT_TYPE),
             Some(&b"text/event-stream"[..])
         );
-        materialize(&mut resp);
-        materialize(&mut resp);
+        assert_eq!(get(resp.headers(), None, &http::header::CONTENT_TYPE), None);
+        let resp = Reply {
+            response: resp,
+            raw: Some(raw),
+        }
+        .into_response();
         let h = resp.headers();
         assert_eq!(h["content-type"], "text/event-stream");
         assert_eq!(h.get_all("x-a").iter().count(), 2);
         assert_eq!(h["x-accel-buffering"], "no");
         assert!(h.get("content-length").is_none() && h.get("set-cookie").is_none());
         assert_eq!(h.len(), 4);
-        assert!(resp.extensions().get::<RawHeaders>().is_none());
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub use body::TimedBody;
 pub use client::{DirectOptions, Outgoing, SendError, UpstreamBody, UpstreamClient};
 #[doc(hidden)]
 pub use h1::read_answer_in_steps;
+pub use head::Reply;
 
 #[derive(Debug, Error)]
 pub enum ForwardError {
@@ -289,6 +290,14 @@ pub struct Forwarder {
     calllog: CallLog,
 }
 
+/// An upstream answer taken apart: its head, its raw header lines (our HTTP/1.1 client's answers; see
+/// `head`), its body.
+struct Upstream {
+    parts: http::response::Parts,
+    raw: Option<head::RawHeaders>,
+    body: UpstreamBody,
+}
+
 /// Why an attempt failed, and whether another token may do better.
 enum AttemptError {
     Retryable { reason: String, last: ForwardError },
@@ -344,7 +353,7 @@ impl Forwarder {
         &self,
         req: UpstreamRequest,
         mut record: Box<CallRecord>,
-    ) -> Result<Response, (ForwardError, Box<CallRecord>)> {
+    ) -> Result<Reply, (ForwardError, Box<CallRecord>)> {
         let cfg = self.config.load_full();
         let grok = &cfg.settings.grok;
         let is_super = grok.is_super_model(&record.model);
@@ -456,6 +465,9 @@ impl Forwarder {
                 }
                 Ok(Ok(resp)) => {
                     let status = resp.status();
+                    let (parts, mut body) = resp.into_parts();
+                    // Our HTTP/1.1 client's answers keep their header lines apart (see `head`).
+                    let raw = body.take_raw();
                     if let Some(p) = &egress.entry {
                         if blames_proxy(status.as_u16()) {
                             self.proxies
@@ -467,28 +479,35 @@ impl Forwarder {
                     }
                     if status.is_success() {
                         lease.report(Outcome::Success {
-                            remaining: header_i64(&resp, &RATELIMIT_REMAINING),
+                            remaining: header_i64(
+                                &parts.headers,
+                                raw.as_ref(),
+                                &RATELIMIT_REMAINING,
+                            ),
                         });
                         let since_start = answered_at - record.started;
                         record.first_byte_ms = Some(since_start.as_millis() as u64);
                         record.upstream_first_byte = Some(waited);
                         record.status_code = status.as_u16();
                         // The lease goes with the answer: a token stays "in flight" until its stream ends.
+                        let answer = Upstream { parts, raw, body };
                         return self
-                            .answer(resp, req.stream, record, lease, &cfg, answered_at)
+                            .answer(answer, req.stream, record, lease, &cfg, answered_at)
                             .await;
                     }
-                    self.classify_failure(resp, &lease, grok.retry_status_codes.as_slice())
+                    let answer = Upstream { parts, raw, body };
+                    self.classify_failure(answer, &lease, grok.retry_status_codes.as_slice())
                         .await
                 }
             };
             match attempt {
-                Ok(resp) => {
+                Ok(reply) => {
                     // A client error (bad request, unknown model): passed back as the upstream said it.
-                    record.status_code = resp.status().as_u16();
-                    record.error_message = format!("upstream answered {}", resp.status().as_u16());
+                    let status = reply.response.status().as_u16();
+                    record.status_code = status;
+                    record.error_message = format!("upstream answered {status}");
                     self.calllog.finish(record);
-                    return Ok(resp);
+                    return Ok(reply);
                 }
                 Err(AttemptError::Final(e)) => return Err((e, record)),
                 Err(AttemptError::Retryable { reason, last }) => {
@@ -524,11 +543,11 @@ impl Forwarder {
     /// Turns a non-2xx upstream answer into token health and a decision.
     async fn classify_failure(
         &self,
-        resp: http::Response<UpstreamBody>,
+        answer: Upstream,
         lease: &crate::tokens::TokenLease,
         retry_codes: &[u16],
-    ) -> Result<Response, AttemptError> {
-        let (parts, body) = resp.into_parts();
+    ) -> Result<Reply, AttemptError> {
+        let Upstream { parts, raw, body } = answer;
         let (status, mut headers, extensions) = (parts.status, parts.headers, parts.extensions);
         let code = status.as_u16();
         let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
@@ -540,7 +559,7 @@ impl Forwarder {
         let message = upstream_message(&body);
         match code {
             429 => {
-                let retry_after = head::get(&headers, &extensions, &http::header::RETRY_AFTER)
+                let retry_after = head::get(&headers, raw.as_ref(), &http::header::RETRY_AFTER)
                     .and_then(|v| HeaderValue::from_bytes(v).ok());
                 lease.report(Outcome::RateLimited {
                     retry_after: retry_after.as_ref().and_then(parse_retry_after),
@@ -595,7 +614,7 @@ impl Forwarder {
                 *out.status_mut() = status;
                 *out.headers_mut() = headers;
                 *out.extensions_mut() = extensions;
-                Ok(out)
+                Ok(Reply { response: out, raw })
             }
         }
     }
@@ -603,19 +622,19 @@ impl Forwarder {
     /// Builds the client's answer from a 2xx upstream response.
     async fn answer(
         &self,
-        resp: http::Response<UpstreamBody>,
+        answer: Upstream,
         stream: bool,
         mut record: Box<CallRecord>,
         lease: crate::tokens::TokenLease,
         cfg: &UpstreamConfig,
         answered_at: Instant,
-    ) -> Result<Response, (ForwardError, Box<CallRecord>)> {
-        let (parts, body) = resp.into_parts();
+    ) -> Result<Reply, (ForwardError, Box<CallRecord>)> {
+        let Upstream { parts, raw, body } = answer;
         let (status, mut headers, extensions) = (parts.status, parts.headers, parts.extensions);
         // Kept and trimmed rather than copied: a copy was 2 % of a chat request's instructions. Raw headers
-        // (`head::RawHeaders`, in `extensions`) are filtered as they are written.
+        // (`head::RawHeaders`) are filtered as they are written.
         head::strip(&mut headers);
-        let is_sse = head::get(&headers, &extensions, &http::header::CONTENT_TYPE)
+        let is_sse = head::get(&headers, raw.as_ref(), &http::header::CONTENT_TYPE)
             .is_some_and(|v| v.starts_with(b"text/event-stream"));
 
         if stream || is_sse {
@@ -640,7 +659,7 @@ impl Forwarder {
             *out.status_mut() = status;
             *out.headers_mut() = headers;
             *out.extensions_mut() = extensions;
-            return Ok(out);
+            return Ok(Reply { response: out, raw });
         }
 
         let limit = cfg.settings.global.max_upstream_body_bytes;
@@ -703,7 +722,7 @@ impl Forwarder {
                 *out.status_mut() = status;
                 *out.headers_mut() = headers;
                 *out.extensions_mut() = extensions;
-                Ok(out)
+                Ok(Reply { response: out, raw })
             }
             Err(e) => Err((e, record)),
         }
@@ -746,23 +765,21 @@ impl Forwarder {
                 None => error_chain(&e),
             })?;
         let status = resp.status().as_u16();
+        let (parts, mut body) = resp.into_parts();
+        let raw = body.take_raw();
         match status {
             200..=299 => lease.report(Outcome::Success {
-                remaining: header_i64(&resp, &RATELIMIT_REMAINING),
+                remaining: header_i64(&parts.headers, raw.as_ref(), &RATELIMIT_REMAINING),
             }),
             401 | 403 => lease.report(Outcome::AuthFailed {
                 status,
                 message: "token test".into(),
             }),
             429 => lease.report(Outcome::RateLimited {
-                retry_after: head::get(
-                    resp.headers(),
-                    resp.extensions(),
-                    &http::header::RETRY_AFTER,
-                )
-                .and_then(|v| HeaderValue::from_bytes(v).ok())
-                .as_ref()
-                .and_then(parse_retry_after),
+                retry_after: head::get(&parts.headers, raw.as_ref(), &http::header::RETRY_AFTER)
+                    .and_then(|v| HeaderValue::from_bytes(v).ok())
+                    .as_ref()
+                    .and_then(parse_retry_after),
             }),
             _ => {}
         }
@@ -782,8 +799,12 @@ fn status_of(e: &ForwardError) -> Option<u16> {
 const RATELIMIT_REMAINING: http::HeaderName =
     http::HeaderName::from_static("x-ratelimit-remaining-requests");
 
-fn header_i64<B>(resp: &http::Response<B>, name: &http::HeaderName) -> Option<i64> {
-    let v = head::get(resp.headers(), resp.extensions(), name)?;
+fn header_i64(
+    headers: &http::HeaderMap,
+    raw: Option<&head::RawHeaders>,
+    name: &http::HeaderName,
+) -> Option<i64> {
+    let v = head::get(headers, raw, name)?;
     std::str::from_utf8(v).ok()?.trim().parse().ok()
 }
 
