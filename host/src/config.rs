@@ -459,7 +459,7 @@ impl AuthHeader {
         if !value.contains("{token}") {
             return Err("the value must contain `{token}`".to_string());
         }
-        // Checked here, so a value is valid exactly when its token is (`fits`).
+        // Checked here, so a value is valid exactly when its token is (`header_value_safe`).
         if !value.bytes().all(header_value_byte) {
             return Err("the value has characters a header cannot carry".to_string());
         }
@@ -469,12 +469,7 @@ impl AuthHeader {
         })
     }
 
-    /// Whether `token` can be put into the header (tokens keep the answer: `Token::header_safe`).
-    pub fn fits(&self, token: &str) -> bool {
-        header_value_safe(token)
-    }
-
-    /// Appends the header's value with `token` (which [`AuthHeader::fits`]) to `out`: what HTTP/1.1 requests
+    /// Appends the header's value with `token` (which [`header_value_safe`] accepts) to `out`: what HTTP/1.1 requests
     /// write, without building a `HeaderValue` per request.
     pub fn write_value(&self, token: &str, out: &mut Vec<u8>) {
         for (i, part) in self.parts.iter().enumerate() {
@@ -495,7 +490,8 @@ impl AuthHeader {
     }
 }
 
-/// Whether every byte of `s` may be in a header value ([`header_value_byte`]).
+/// Whether every byte of `s` may be in a header value (`header_value_byte`). A token's answer is kept
+/// (`Token::header_safe`), so requests do not check it again.
 pub fn header_value_safe(s: &str) -> bool {
     s.bytes().all(header_value_byte)
 }
@@ -1375,7 +1371,7 @@ mod tests {
             let mut written = Vec::new();
             h.write_value(token, &mut written);
             let built = h.value(token);
-            assert_eq!(h.fits(token), built.is_ok(), "{token:?}");
+            assert_eq!(header_value_safe(token), built.is_ok(), "{token:?}");
             if let Ok(v) = built {
                 assert_eq!(v.as_bytes(), &written[..], "{token:?}");
             }

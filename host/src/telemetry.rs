@@ -8,13 +8,12 @@
 //! exporter's `histogram!` keeps raw samples until an upkeep drains them, so it is not used here.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
-
-use arc_swap::ArcSwap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use metrics::{counter, describe_counter, describe_gauge, gauge, Counter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;

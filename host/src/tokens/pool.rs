@@ -168,7 +168,7 @@ impl Token {
     pub fn record_labels(&self) -> (Arc<str>, Arc<str>) {
         (self.shared_id.clone(), self.masked.clone())
     }
-    /// Whether the secret has only bytes a header value may hold ([`crate::config::AuthHeader::fits`]).
+    /// Whether the secret has only bytes a header value may hold ([`crate::config::header_value_safe`]).
     pub fn header_safe(&self) -> bool {
         self.header_safe
     }

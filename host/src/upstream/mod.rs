@@ -141,7 +141,6 @@ pub struct UpstreamConfig {
     timeouts: Timeouts,
 }
 
-#[derive(Clone, Copy)]
 struct Timeouts {
     first_response: Duration,
     chunk: Duration,
@@ -225,7 +224,7 @@ struct Outbound<'a> {
     cfg: &'a UpstreamConfig,
     method: &'a Method,
     uri: &'a http::Uri,
-    /// The token's secret, which the credential header [`AuthHeader::fits`].
+    /// The token's secret, which fits the credential header ([`Token::header_safe`](crate::tokens::Token::header_safe)).
     secret: &'a str,
     accept: Option<&'a HeaderValue>,
     body: Option<&'a Bytes>,
