@@ -240,7 +240,12 @@ impl CallLog {
 
     /// Records a finished call: one log line, and one entry unless it is a `/v1/models` call that is not logged.
     pub fn finish(&self, record: Box<CallRecord>) {
-        let elapsed = record.started.elapsed();
+        self.finish_at(record, Instant::now());
+    }
+
+    /// [`CallLog::finish`] for a call that ended at `end`, a clock read the caller already made.
+    pub fn finish_at(&self, record: Box<CallRecord>, end: Instant) {
+        let elapsed = end.saturating_duration_since(record.started);
         log_line(&record, elapsed);
         self.metrics.record(&record, elapsed);
         if self.disabled.load(Ordering::Relaxed)

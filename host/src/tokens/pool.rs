@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::secret::Secret;
 use crate::storage::{Storage, StorageError, TokenFile, TokenRecord};
-use crate::util::{now_ms, sha256_hex};
+use crate::util::{now_ms, now_ms_coarse, sha256_hex};
 
 mod shared;
 
@@ -276,7 +276,7 @@ impl TokenLease {
     /// Records the outcome of the attempt in the token's health.
     pub fn report(&self, outcome: Outcome) {
         let t = &self.token;
-        let now = now_ms();
+        let now = now_ms_coarse();
         match outcome {
             Outcome::Success { remaining } => {
                 t.last_used_ms.store(now, Ordering::Relaxed);
@@ -404,7 +404,8 @@ impl TokenPool {
         if n == 0 {
             return None;
         }
-        let now = now_ms();
+        // Cooldowns are seconds long: the coarse clock is precise enough, and it is read on every request.
+        let now = now_ms_coarse();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let kinds: &[TokenKind] = if model_is_super {
             &[TokenKind::Super]

@@ -18,6 +18,8 @@ use crate::tokens::TokenLease;
 use super::client::{BoxError, UpstreamBody};
 
 pub struct Timeouts {
+    /// When the answer's head arrived (a clock read the forwarder made): the stream's time counts from here.
+    pub answered_at: std::time::Instant,
     pub first_chunk_deadline: std::time::Instant,
     pub chunk: Duration,
     pub total_deadline: Option<std::time::Instant>,
@@ -145,7 +147,7 @@ impl TimedBody {
                 false => SseScanner::outcome_only(),
             }),
             _lease: lease,
-            streaming_since: std::time::Instant::now(),
+            streaming_since: t.answered_at,
             deferred: None,
             held: Held::Nothing,
             yielded: 0,
@@ -155,7 +157,9 @@ impl TimedBody {
 
     fn finish(&mut self, success: bool, error: &str) {
         if let Some(mut r) = self.record.take() {
-            r.upstream_wait += self.streaming_since.elapsed();
+            // One clock read ends both the upstream's time and the call's.
+            let end = std::time::Instant::now();
+            r.upstream_wait += end - self.streaming_since;
             let mut success = success;
             let mut error = error.to_string();
             if let Some(scanner) = self.scanner.take() {
@@ -175,7 +179,7 @@ impl TimedBody {
             if !success {
                 r.error_message = error;
             }
-            self.calllog.finish(r);
+            self.calllog.finish_at(r, end);
         }
     }
 

@@ -22,7 +22,7 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
@@ -86,7 +86,15 @@ struct Origin {
 
 struct Idle {
     conn: H1,
-    since: Instant,
+    /// `util::monotonic_ms_coarse` when pooled: ages are seconds, and the pool is touched twice a request.
+    since_ms: u64,
+}
+
+impl Idle {
+    fn fresh(&self, idle_timeout: Duration) -> bool {
+        crate::util::monotonic_ms_coarse().saturating_sub(self.since_ms)
+            < idle_timeout.as_millis() as u64
+    }
 }
 
 enum Conn {
@@ -277,7 +285,7 @@ impl Inner {
         }
         // A connection the upstream closed while idle shows at the caller's `usable` (outside this lock).
         while let Some(idle) = o.idle.pop() {
-            if idle.since.elapsed() < self.idle_timeout {
+            if idle.fresh(self.idle_timeout) {
                 return (Some(Conn::H1(idle.conn)), o.target.clone());
             }
         }
@@ -310,7 +318,7 @@ impl Inner {
             if o.idle.len() < self.max_idle_per_origin {
                 o.idle.push(Idle {
                     conn,
-                    since: Instant::now(),
+                    since_ms: crate::util::monotonic_ms_coarse(),
                 });
             }
         });
@@ -319,7 +327,7 @@ impl Inner {
     fn reap(&self) {
         for o in self.origins().iter_mut() {
             o.idle
-                .retain_mut(|i| i.since.elapsed() < self.idle_timeout && i.conn.usable());
+                .retain_mut(|i| i.fresh(self.idle_timeout) && i.conn.usable());
             o.forget_closed_h2();
         }
     }
