@@ -160,13 +160,20 @@ impl UpstreamClient {
                 let resp = c.send(req).await?;
                 Ok(resp.map(UpstreamBody::Pool))
             }
-            UpstreamClient::Reqwest(c) => {
-                let req = reqwest::Request::try_from(req.to_request())?;
-                let resp = c.execute(req).await?;
-                Ok(http::Response::from(resp).map(UpstreamBody::Reqwest))
-            }
+            // Boxed: only an `https://` proxy goes this way, and inline reqwest's code would sit in the middle
+            // of every request's (see `Forwarder::forward`).
+            UpstreamClient::Reqwest(c) => Box::pin(send_reqwest(c, req)).await,
         }
     }
+}
+
+async fn send_reqwest(
+    c: &reqwest::Client,
+    req: &impl Outgoing,
+) -> Result<http::Response<UpstreamBody>, SendError> {
+    let req = reqwest::Request::try_from(req.to_request())?;
+    let resp = c.execute(req).await?;
+    Ok(http::Response::from(resp).map(UpstreamBody::Reqwest))
 }
 
 /// The TLS client settings every pool shares: the webpki roots (as reqwest's `rustls-tls`), ring, ALPN h2 and

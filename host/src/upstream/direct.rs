@@ -149,26 +149,13 @@ impl DirectClient {
                 None => Box::pin(self.connect(https, &authority)).await?,
             };
             match conn {
-                Conn::H2(mut c) => {
-                    // Closed since it was pooled: nothing was sent, try another way.
-                    if let Err(e) = c.ready().await {
-                        self.inner
-                            .with_origin(https, &authority, Origin::forget_closed_h2);
-                        if reused {
-                            continue;
-                        }
-                        return Err(DirectError::Send(e));
-                    }
-                    let r = req.to_request().map(Full::new);
-                    match c.try_send_request(r).await {
-                        Ok(resp) => return Ok(resp.map(|b| PooledBody(Kind::H2(b)))),
-                        // Not sent: the connection closed as it was taken.
-                        Err(mut e) => {
-                            if reused && e.take_message().is_some() {
-                                continue;
-                            }
-                            return Err(DirectError::Send(e.into_error()));
-                        }
+                // Boxed: hyper's HTTP/2 futures made this function's code (inlined into every request's) twice
+                // as large, and an HTTP/2 request pays far more for TLS and framing than an allocation.
+                Conn::H2(c) => {
+                    match Box::pin(self.send_h2(c, req, https, &authority, reused)).await {
+                        Ok(Some(resp)) => return Ok(resp),
+                        Ok(None) => continue,
+                        Err(e) => return Err(e),
                     }
                 }
                 Conn::H1(mut c) => {
@@ -203,6 +190,38 @@ impl DirectClient {
                         Err(e) => return Err(DirectError::H1(e)),
                     }
                 }
+            }
+        }
+    }
+
+    /// `req` on an HTTP/2 connection; `None` when a pooled connection turned out closed before the request
+    /// went out (the caller tries another way).
+    async fn send_h2(
+        &self,
+        mut c: http2::SendRequest<Full<Bytes>>,
+        req: &impl Outgoing,
+        https: bool,
+        authority: &Authority,
+        reused: bool,
+    ) -> Result<Option<Response<PooledBody>>, DirectError> {
+        // Closed since it was pooled: nothing was sent, try another way.
+        if let Err(e) = c.ready().await {
+            self.inner
+                .with_origin(https, authority, Origin::forget_closed_h2);
+            if reused {
+                return Ok(None);
+            }
+            return Err(DirectError::Send(e));
+        }
+        let r = req.to_request().map(Full::new);
+        match c.try_send_request(r).await {
+            Ok(resp) => Ok(Some(resp.map(|b| PooledBody(Kind::H2(b))))),
+            // Not sent: the connection closed as it was taken.
+            Err(mut e) => {
+                if reused && e.take_message().is_some() {
+                    return Ok(None);
+                }
+                Err(DirectError::Send(e.into_error()))
             }
         }
     }

@@ -499,8 +499,14 @@ impl Forwarder {
                             .await;
                     }
                     let answer = Upstream { parts, raw, body };
-                    self.classify_failure(answer, &lease, grok.retry_status_codes.as_slice())
-                        .await
+                    // Boxed: an answer that is not a success is rare, and inline its code sat among the
+                    // request's hot path (see `forward`'s doc).
+                    Box::pin(self.classify_failure(
+                        answer,
+                        &lease,
+                        grok.retry_status_codes.as_slice(),
+                    ))
+                    .await
                 }
             };
             match attempt {
