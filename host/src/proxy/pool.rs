@@ -669,7 +669,7 @@ impl ProxyPool {
         if self.opts().pool_url.is_some() {
             // Boxed, as every path a request rarely takes: inline, its code sat in the middle of the
             // forwarder's (see `Forwarder::forward`).
-            Box::pin(self.refresh_on_demand()).await;
+            crate::util::cold(self.refresh_on_demand()).await;
             if let Some(p) = self.select_now(info, exclude) {
                 return Ok(self.to_egress(p));
             }

@@ -233,7 +233,11 @@ pub(super) async fn serve(
             if !buf.is_empty() {
                 match parse(&buf, limits.max_header_bytes, app.max_body_bytes()) {
                     Parsed::Mine(h) => break h,
-                    Parsed::Hyper => return hand_over(tcp, buf, app, addr, &http, drain).await,
+                    // Behind a vtable: hyper's server inline made this loop's code twice as large.
+                    Parsed::Hyper => {
+                        return crate::util::cold(hand_over(tcp, buf, app, addr, &http, drain))
+                            .await
+                    }
                     Parsed::Partial => {}
                 }
             }

@@ -162,7 +162,7 @@ impl UpstreamClient {
             }
             // Boxed: only an `https://` proxy goes this way, and inline reqwest's code would sit in the middle
             // of every request's (see `Forwarder::forward`).
-            UpstreamClient::Reqwest(c) => Box::pin(send_reqwest(c, req)).await,
+            UpstreamClient::Reqwest(c) => crate::util::cold(send_reqwest(c, req)).await,
         }
     }
 }

@@ -152,7 +152,7 @@ impl DirectClient {
                 // Boxed: hyper's HTTP/2 futures made this function's code (inlined into every request's) twice
                 // as large, and an HTTP/2 request pays far more for TLS and framing than an allocation.
                 Conn::H2(c) => {
-                    match Box::pin(self.send_h2(c, req, https, &authority, reused)).await {
+                    match crate::util::cold(self.send_h2(c, req, https, &authority, reused)).await {
                         Ok(Some(resp)) => return Ok(resp),
                         Ok(None) => continue,
                         Err(e) => return Err(e),

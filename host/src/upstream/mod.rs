@@ -501,7 +501,7 @@ impl Forwarder {
                     let answer = Upstream { parts, raw, body };
                     // Boxed: an answer that is not a success is rare, and inline its code sat among the
                     // request's hot path (see `forward`'s doc).
-                    Box::pin(self.classify_failure(
+                    crate::util::cold(self.classify_failure(
                         answer,
                         &lease,
                         grok.retry_status_codes.as_slice(),
