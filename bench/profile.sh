@@ -8,7 +8,9 @@
 # run.sh; PROXY=socks: through microsocks), BENCH_BIN (directory of prebuilt grok2api and mock-upstream),
 # SECS (measured seconds, default 10), CONC (connections: callgrind default 1, syscalls 16), TOKENS (pool size, default 10), KEEP (dir for the raw profile),
 # NPROXY (squid addresses in the pool with PROXY=1, default 1; run.sh uses 20), SELECTOR (a plugin in target/plugins
-# loaded as the proxy selector, e.g. least-latency).
+# loaded as the proxy selector, e.g. least-latency), SUBJECT=nginx (profile the reference nginx of run.sh, one worker
+# and no master process, instead of the gateway: its instructions and misses are the floor to compare with),
+# CACHE=1 (callgrind only: simulate the caches and branch predictor too, and print misses per request).
 # Release build, gateway with WORKERS=1 on core 1, wrk on core 0, as in bench/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,11 +61,41 @@ if [ -n "${SELECTOR:-}" ]; then
   printf '[plugins]\ndir = "%s"\nselector = "%s"\n' "$W/plugins" "$SELECTOR" >>"$W/gw/setting.toml"
 fi
 WRAP=(taskset -c 1)
-[ "$TOOL" = callgrind ] && WRAP+=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out")
-DATA_DIR="$W/gw" PORT="$GP" LOG_LEVEL=warning WORKERS=1 "${WRAP[@]}" $BIN/grok2api >"$W/gw.log" 2>&1 &
-GW=$!; PIDS+=("$GW")
-for _ in $(seq 1 1200); do curl -s -o /dev/null "http://127.0.0.1:$GP/health" && break; sleep 0.1; done # valgrind starts slowly
-python3 bench/measure.py provision --url "http://127.0.0.1:$GP" --password pw --tokens "${TOKENS:-10}"
+if [ "$TOOL" = callgrind ]; then
+  WRAP+=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out")
+  [ "${CACHE:-0}" = 1 ] && WRAP+=(--cache-sim=yes --branch-sim=yes)
+fi
+if [ "${SUBJECT:-gateway}" = nginx ]; then
+  # As in run.sh, but without a master process, so the profiled process is the one serving.
+  mkdir -p "$W/nginx/logs"
+  cat >"$W/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+master_process off;
+daemon off;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $W/nginx/body;
+  proxy_temp_path $W/nginx/proxy;
+  keepalive_requests 1000000;
+  upstream mock { server 127.0.0.1:$MP; keepalive 128; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$GP;
+    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGINX
+  "${WRAP[@]}" "$(command -v nginx || echo /usr/sbin/nginx)" -p "$W/nginx" -c "$W/nginx/nginx.conf" >"$W/gw.log" 2>&1 &
+  GW=$!; PIDS+=("$GW")
+  for _ in $(seq 1 1200); do curl -s -o /dev/null "http://127.0.0.1:$GP/" && break; sleep 0.1; done
+else
+  DATA_DIR="$W/gw" PORT="$GP" LOG_LEVEL=warning WORKERS=1 "${WRAP[@]}" $BIN/grok2api >"$W/gw.log" 2>&1 &
+  GW=$!; PIDS+=("$GW")
+  for _ in $(seq 1 1200); do curl -s -o /dev/null "http://127.0.0.1:$GP/health" && break; sleep 0.1; done # valgrind starts slowly
+  python3 bench/measure.py provision --url "http://127.0.0.1:$GP" --password pw --tokens "${TOKENS:-10}"
+fi
 python3 - "$W" <<'PY'
 import json, sys
 msg = "Summarise the following text in one line: " + "lorem ipsum dolor sit amet " * 8
@@ -86,7 +118,14 @@ case "$TOOL" in
     # Kept before the report: `head` closing a pipe below ends the script (pipefail) before the end.
     if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP"/; fi
     total=$(callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
-    echo "$KIND: $n requests, $((total / n)) user-space instructions per request (call log max ${LOGMAX:-0})"
+    echo "$KIND: $n requests, $((total / n)) user-space instructions per request (${SUBJECT:-gateway}, call log max ${LOGMAX:-0})"
+    if [ "${CACHE:-0}" = 1 ]; then
+      # Columns of the totals line: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim, each with its share.
+      callgrind_annotate "$out" 2>/dev/null | awk -v n="$n" '/PROGRAM TOTALS/ {
+        for (i = 1; i <= NF; i++) { gsub(",", "", $i); v[i] = $i }
+        printf "per request: I1 misses %.0f, D1 misses %.0f read + %.0f write, LL misses %.1f, mispredicted branches %.0f + %.0f indirect\n",
+          v[7]/n, v[9]/n, v[11]/n, (v[13]+v[15]+v[17])/n, v[21]/n, v[25]/n }'
+    fi
     echo "-- self"; callgrind_annotate "$out" --inclusive=no | sed -n '/file:function/,$p' | sed -n '3,25p' | cut -c1-150
     echo "-- inclusive (gateway functions)"
     callgrind_annotate "$out" --inclusive=yes | grep 'grok2api::' | head -20 | cut -c1-150

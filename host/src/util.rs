@@ -60,8 +60,10 @@ fn coarse(clock: libc::clockid_t) -> std::time::Duration {
 
 /// `f` behind a pointer and a vtable, for a path a request rarely takes inside a future every request runs
 /// (`Forwarder::forward`, the connection loop). Boxing alone is not enough: a boxed future of a known type
-/// is still inlined into its caller's code, and those callers had grown to tens of kilobytes of machine code,
-/// most of it cold, spread among the hot path's instructions (measured in `bench/README.md`, fifteenth pass).
+/// is still inlined into its caller's code. Those two had grown to 70 KB and 46 KB of machine code, most of
+/// it cold, spread among the hot path's instructions; with five paths behind a vtable they are 44 KB and
+/// 22 KB, and a chat request's simulated instruction-cache misses fell from 268 to 112 (`bench/README.md`,
+/// fifteenth pass).
 pub fn cold<'a, T>(
     f: impl std::future::Future<Output = T> + Send + 'a,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {

@@ -667,8 +667,7 @@ impl ProxyPool {
             }
         }
         if self.opts().pool_url.is_some() {
-            // Boxed, as every path a request rarely takes: inline, its code sat in the middle of the
-            // forwarder's (see `Forwarder::forward`).
+            // A path a request rarely takes: its code stays out of the forwarder's (`util::cold`).
             crate::util::cold(self.refresh_on_demand()).await;
             if let Some(p) = self.select_now(info, exclude) {
                 return Ok(self.to_egress(p));

@@ -233,7 +233,8 @@ pub(super) async fn serve(
             if !buf.is_empty() {
                 match parse(&buf, limits.max_header_bytes, app.max_body_bytes()) {
                     Parsed::Mine(h) => break h,
-                    // Behind a vtable: hyper's server inline made this loop's code twice as large.
+                    // Behind a vtable (`util::cold`): inline, hyper's server made this loop's machine code
+                    // twice as large (46 KB against 22 KB).
                     Parsed::Hyper => {
                         return crate::util::cold(hand_over(tcp, buf, app, addr, &http, drain))
                             .await

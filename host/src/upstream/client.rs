@@ -160,8 +160,8 @@ impl UpstreamClient {
                 let resp = c.send(req).await?;
                 Ok(resp.map(UpstreamBody::Pool))
             }
-            // Boxed: only an `https://` proxy goes this way, and inline reqwest's code would sit in the middle
-            // of every request's (see `Forwarder::forward`).
+            // Only an `https://` proxy goes this way: reqwest's code stays out of the forwarder's
+            // (`util::cold`).
             UpstreamClient::Reqwest(c) => crate::util::cold(send_reqwest(c, req)).await,
         }
     }

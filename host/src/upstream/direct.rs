@@ -149,8 +149,8 @@ impl DirectClient {
                 None => Box::pin(self.connect(https, &authority)).await?,
             };
             match conn {
-                // Boxed: hyper's HTTP/2 futures made this function's code (inlined into every request's) twice
-                // as large, and an HTTP/2 request pays far more for TLS and framing than an allocation.
+                // hyper's HTTP/2 code stays out of the forwarder's, where this function is inlined
+                // (`util::cold`); an HTTP/2 request pays far more for TLS and framing than the allocation.
                 Conn::H2(c) => {
                     match crate::util::cold(self.send_h2(c, req, https, &authority, reused)).await {
                         Ok(Some(resp)) => return Ok(resp),

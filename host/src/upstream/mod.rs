@@ -499,8 +499,8 @@ impl Forwarder {
                             .await;
                     }
                     let answer = Upstream { parts, raw, body };
-                    // Boxed: an answer that is not a success is rare, and inline its code sat among the
-                    // request's hot path (see `forward`'s doc).
+                    // An answer that is not a success is rare: its code stays out of this function's
+                    // (`util::cold`).
                     crate::util::cold(self.classify_failure(
                         answer,
                         &lease,
