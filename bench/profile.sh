@@ -67,26 +67,10 @@ if [ "$TOOL" = callgrind ]; then
 fi
 if [ "${SUBJECT:-gateway}" = nginx ]; then
   # As in run.sh, but without a master process, so the profiled process is the one serving.
+  # shellcheck source=bench/nginx.sh
+  . bench/nginx.sh
   mkdir -p "$W/nginx/logs"
-  cat >"$W/nginx/nginx.conf" <<NGINX
-worker_processes 1;
-master_process off;
-daemon off;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $W/nginx/body;
-  proxy_temp_path $W/nginx/proxy;
-  keepalive_requests 1000000;
-  upstream mock { server 127.0.0.1:$MP; keepalive 128; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$GP;
-    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-NGINX
+  nginx_conf "$W/nginx" "$MP" "$GP" off >"$W/nginx/nginx.conf"
   "${WRAP[@]}" "$(command -v nginx || echo /usr/sbin/nginx)" -p "$W/nginx" -c "$W/nginx/nginx.conf" >"$W/gw.log" 2>&1 &
   GW=$!; PIDS+=("$GW")
   for _ in $(seq 1 1200); do curl -s -o /dev/null "http://127.0.0.1:$GP/" && break; sleep 0.1; done

@@ -155,40 +155,12 @@ MOCK_PID=$!; PIDS+=("$MOCK_PID")
 wait_up "http://127.0.0.1:$MOCK_PORT/__mock/stats" "$MOCK_PID"
 MOCK_URL="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 
-# nginx as the reference reverse proxy: one worker (the gateway gets one core too), upstream keepalive, no
-# buffering (streams pass through as they come), no access log (like the gateway with its call log off).
+# nginx as the reference reverse proxy (bench/nginx.sh).
+# shellcheck source=bench/nginx.sh
+. bench/nginx.sh
 NGINX_PORT=$(free_port)
 mkdir -p "$WORK/nginx/logs"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  keepalive_requests 1000000;
-  upstream mock {
-    server 127.0.0.1:$MOCK_PORT;
-    keepalive 128;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }
-  }
-}
-EOF
+nginx_conf "$WORK/nginx" "$MOCK_PORT" "$NGINX_PORT" >"$WORK/nginx/nginx.conf"
 $SUT_CPU "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" &
 NGINX_PID=$!; PIDS+=("$NGINX_PID")
 wait_up "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID"
