@@ -62,8 +62,8 @@ fn coarse(clock: libc::clockid_t) -> std::time::Duration {
 /// (`Forwarder::forward`, the connection loop). Boxing alone is not enough: a boxed future of a known type
 /// is still inlined into its caller's code. Those two had grown to 70 KB and 46 KB of machine code, most of
 /// it cold, spread among the hot path's instructions; with five paths behind a vtable they are 44 KB and
-/// 22 KB, and a chat request's simulated instruction-cache misses fell from 268 to 112 (`bench/README.md`,
-/// fifteenth pass).
+/// 22 KB, and a chat request's simulated instruction-cache misses fell from 268–361 to 112–149
+/// (`bench/README.md`, fifteenth pass).
 pub fn cold<'a, T>(
     f: impl std::future::Future<Output = T> + Send + 'a,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
@@ -79,7 +79,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn coarse_clocks_trail_the_precise_ones_by_at_most_a_tick() {
+    fn coarse_clocks_never_lead_and_trail_the_precise_ones_closely() {
         // A tick is at most 10 ms (HZ ≥ 100); the margin is for a preempted test thread.
         for _ in 0..100 {
             let coarse = now_ms_coarse();

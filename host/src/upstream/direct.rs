@@ -91,9 +91,9 @@ struct Idle {
 }
 
 impl Idle {
-    fn fresh(&self, idle_timeout: Duration) -> bool {
-        crate::util::monotonic_ms_coarse().saturating_sub(self.since_ms)
-            < idle_timeout.as_millis() as u64
+    /// `now_ms`: one `util::monotonic_ms_coarse` read for every connection looked at.
+    fn fresh(&self, now_ms: u64, idle_timeout: Duration) -> bool {
+        now_ms.saturating_sub(self.since_ms) < idle_timeout.as_millis() as u64
     }
 }
 
@@ -303,8 +303,9 @@ impl Inner {
             return (Some(Conn::H2(h2.clone())), o.target.clone());
         }
         // A connection the upstream closed while idle shows at the caller's `usable` (outside this lock).
+        let now_ms = crate::util::monotonic_ms_coarse();
         while let Some(idle) = o.idle.pop() {
-            if idle.fresh(self.idle_timeout) {
+            if idle.fresh(now_ms, self.idle_timeout) {
                 return (Some(Conn::H1(idle.conn)), o.target.clone());
             }
         }
@@ -344,9 +345,10 @@ impl Inner {
     }
 
     fn reap(&self) {
+        let now_ms = crate::util::monotonic_ms_coarse();
         for o in self.origins().iter_mut() {
             o.idle
-                .retain_mut(|i| i.fresh(self.idle_timeout) && i.conn.usable());
+                .retain_mut(|i| i.fresh(now_ms, self.idle_timeout) && i.conn.usable());
             o.forget_closed_h2();
         }
     }
