@@ -278,6 +278,24 @@ async fn bad_requests_get_openai_errors() {
     let b: Value = bad_json.json().await.unwrap();
     assert_eq!(b["error"]["code"], "invalid_json");
     assert!(b["error"]["message"].as_str().unwrap().contains("JSON"));
+    // Bytes that are not UTF-8, in a string and outside one: not JSON either.
+    for body in [
+        &b"{\"model\":\"grok-4-fast\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}"[..],
+        b"{\"model\":\"grok-4-fast\"}\xc3",
+    ] {
+        let r = gw
+            .http
+            .post(&url)
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["code"], "invalid_json");
+    }
 
     let no_model = gw.chat(json!({"messages": []})).send().await.unwrap();
     assert_eq!(no_model.status(), 400);
@@ -311,6 +329,25 @@ async fn bad_requests_get_openai_errors() {
 
     let no_key = gw.http.post(&url).json(&hello()).send().await.unwrap();
     assert_eq!(no_key.status(), 401);
+    let b: Value = no_key.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "missing_api_key");
+
+    // Bytes that are not UTF-8 after the scheme are a wrong key.
+    let not_utf8 = [&b"Bearer "[..], API_KEY.as_bytes(), b"\xff"].concat();
+    let r = gw
+        .http
+        .post(&url)
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(&not_utf8).unwrap(),
+        )
+        .json(&hello())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "invalid_api_key");
 
     // Another method on a `/v1` route: 405 naming the allowed one; an unknown `/v1` path: 404. Both as
     // OpenAI errors, both before the key is checked.
@@ -332,6 +369,20 @@ async fn bad_requests_get_openai_errors() {
     assert_eq!(b["error"]["code"], "not_found");
     // None of these reached the upstream.
     assert_eq!(mock.stats().requests, 0);
+
+    // The scheme in either case, the key with spaces around it: accepted.
+    for value in [format!("bearer {API_KEY}"), format!("Bearer  {API_KEY} ")] {
+        let r = gw
+            .http
+            .post(&url)
+            .header("authorization", &value)
+            .json(&hello())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{value:?}");
+    }
+    assert_eq!(mock.stats().requests, 2);
 }
 
 #[tokio::test]

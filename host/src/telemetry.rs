@@ -268,29 +268,44 @@ struct RouteHandles {
     /// In the order of [`HISTOGRAMS`]. A series with no sample is not rendered, so a route that never got an
     /// answer shows no empty upstream histogram.
     histograms: [LatencyHistogram; 3],
-    /// `grok2api_requests_total` by model label and status; bounded like the labels themselves.
-    requests: ArcSwap<HashMap<(Arc<str>, u16), Counter, LabelHasher>>,
+    /// `grok2api_requests_total` by model label, then status; bounded like the labels themselves. Keyed by
+    /// the label so a known model's counter is found from the request's own string: one snapshot read, no
+    /// reference count touched.
+    requests: ArcSwap<RequestCounters>,
     insert: Mutex<()>,
 }
 
+/// `grok2api_requests_total`'s handles of one route: by model label, then by status (a handful each).
+type RequestCounters = HashMap<Arc<str>, Vec<(u16, Counter)>, LabelHasher>;
+
 impl RouteHandles {
-    fn requests(&self, route: &'static str, model: Arc<str>, status: u16) -> Counter {
-        let key = (model, status);
-        if let Some(c) = self.requests.load().get(&key) {
-            return c.clone();
+    fn count(&self, route: &'static str, labels: &ModelLabels, model: &str, status: u16) {
+        let known = self.requests.load();
+        if let Some((_, c)) = known
+            .get(model)
+            .and_then(|s| s.iter().find(|(st, _)| *st == status))
+        {
+            c.increment(1);
+            return;
         }
+        drop(known);
+        // A new (model, status) pair, or a model folded into `other`/`none`: by its label, under the mutex.
+        let label = labels.label(model);
         let _g = self.insert.lock();
         let current = self.requests.load_full();
-        if let Some(c) = current.get(&key) {
-            return c.clone();
+        if let Some((_, c)) = current
+            .get(&label)
+            .and_then(|s| s.iter().find(|(st, _)| *st == status))
+        {
+            c.increment(1);
+            return;
         }
-        let (model, status_text) = (key.0.to_string(), status.to_string());
         let c = counter!("grok2api_requests_total",
-            "route" => route, "model" => model, "status" => status_text);
+            "route" => route, "model" => label.to_string(), "status" => status.to_string());
+        c.increment(1);
         let mut next = (*current).clone();
-        next.insert(key, c.clone());
+        next.entry(label).or_default().push((status, c));
         self.requests.store(Arc::new(next));
-        c
     }
 }
 
@@ -300,6 +315,14 @@ impl RequestMetrics {
             per_token,
             ..RequestMetrics::default()
         }
+    }
+
+    /// The route's handles, borrowed from the snapshot for `f`: no reference count touched on the request path.
+    fn with_route<R>(&self, route: &'static str, f: impl FnOnce(&RouteHandles) -> R) -> R {
+        if let Some((_, h)) = self.routes.load().iter().find(|(r, _)| *r == route) {
+            return f(h);
+        }
+        f(&self.route(route))
     }
 
     fn route(&self, route: &'static str) -> Arc<RouteHandles> {
@@ -320,15 +343,15 @@ impl RequestMetrics {
 
     pub fn record(&self, r: &CallRecord, total: Duration) {
         let route = r.route;
-        let h = self.route(route);
-        h.requests(route, self.models.label(&r.model), r.status_code)
-            .increment(1);
-        let [duration, upstream, overhead] = &h.histograms;
-        duration.record(total);
-        if let Some(first_byte) = r.upstream_first_byte {
-            upstream.record(first_byte);
-        }
-        overhead.record(total.saturating_sub(r.upstream_wait));
+        self.with_route(route, |h| {
+            h.count(route, &self.models, &r.model, r.status_code);
+            let [duration, upstream, overhead] = &h.histograms;
+            duration.record(total);
+            if let Some(first_byte) = r.upstream_first_byte {
+                upstream.record(first_byte);
+            }
+            overhead.record(total.saturating_sub(r.upstream_wait));
+        });
         if !r.retries.is_empty() {
             counter!("grok2api_retries_total", "route" => route).increment(r.retries.len() as u64);
         }
@@ -416,6 +439,55 @@ mod tests {
         assert_eq!(&*m.label("one-too-many"), "other");
         assert_eq!(&*m.label("model-3"), "model-3");
         assert_eq!(&*m.label(""), "none");
+    }
+
+    #[test]
+    fn request_counters_count_by_model_label_and_status() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let m = RequestMetrics::new(false);
+        metrics::with_local_recorder(&recorder, || {
+            for i in 1..MAX_MODEL_LABELS {
+                m.models.label(&format!("model-{i}"));
+            }
+            let call = |model: &str, status: u16| {
+                let mut r =
+                    CallRecord::new("id".into(), "/v1/chat/completions", model.into(), false);
+                r.status_code = status;
+                m.record(&r, Duration::from_millis(1));
+            };
+            for (model, status) in [
+                ("model-1", 200),
+                ("model-1", 200),
+                ("model-1", 502),
+                ("model-0", 200),
+                ("model-0", 200),
+                // Past the bound: both fold into `other`, counted together.
+                ("past-the-bound", 200),
+                ("another", 200),
+                ("another", 429),
+                ("", 200),
+            ] {
+                call(model, status);
+            }
+        });
+        let text = handle.render();
+        let count = |model: &str, status: &str| {
+            let prefix = format!(
+                "grok2api_requests_total{{route=\"/v1/chat/completions\",model=\"{model}\",status=\"{status}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .map(|n| n.parse::<u64>().unwrap())
+        };
+        assert_eq!(count("model-1", "200"), Some(2), "{text}");
+        assert_eq!(count("model-1", "502"), Some(1), "{text}");
+        // The bound's last label, taken by a request.
+        assert_eq!(count("model-0", "200"), Some(2), "{text}");
+        assert_eq!(count("other", "200"), Some(2), "{text}");
+        assert_eq!(count("other", "429"), Some(1), "{text}");
+        assert_eq!(count("none", "200"), Some(1), "{text}");
+        assert_eq!(count("past-the-bound", "200"), None, "{text}");
     }
 
     #[test]

@@ -666,15 +666,18 @@ impl ProxyPool {
                 return Ok(self.to_egress(p));
             }
         }
-        if self.opts().pool_url.is_some() {
+        // One load of the options (an `ArcSwap` read) for the rest, made again only after a fetch: a snapshot
+        // is not held across it.
+        let mut opts = self.opts();
+        if opts.pool_url.is_some() {
+            drop(opts);
             // A path a request rarely takes: its code stays out of the forwarder's (`util::cold`).
             crate::util::cold(self.refresh_on_demand()).await;
             if let Some(p) = self.select_now(info, exclude) {
                 return Ok(self.to_egress(p));
             }
+            opts = self.opts();
         }
-        // One load of the options for the rest (not held across the fetch above): each is an `ArcSwap` read.
-        let opts = self.opts();
         if let Some(url) = &opts.static_url {
             if let Some(e) = self.entry(url).filter(|e| !excluded(e, exclude)) {
                 return Ok(self.to_egress(Pick::Proxy(e)));

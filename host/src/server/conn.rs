@@ -196,7 +196,9 @@ fn parse_length(v: &[u8]) -> Option<usize> {
     if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(v).ok()?.parse().ok()
+    // Digits only, at most 18: below 10^18, no overflow in a u64 (`str::parse` would check them again).
+    let n = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    usize::try_from(n).ok()
 }
 
 fn make_room(buf: &mut BytesMut) {
@@ -698,6 +700,25 @@ mod tests {
         for b in 0..=255u8 {
             let expected = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b);
             assert_eq!(is_path_byte(b), expected, "byte {b}");
+        }
+    }
+
+    #[test]
+    fn content_lengths_are_plain_decimal_digits() {
+        for (v, n) in [
+            (&b"0"[..], Some(0)),
+            (b"0012", Some(12)),
+            (b"1279", Some(1279)),
+            (b"999999999999999999", Some(999_999_999_999_999_999)),
+            (b"1000000000000000000", None),
+            (b"", None),
+            (b"+5", None),
+            (b"-1", None),
+            (b" 5", None),
+            (b"5,5", None),
+            (b"1e3", None),
+        ] {
+            assert_eq!(parse_length(v), n, "{:?}", String::from_utf8_lossy(v));
         }
     }
 
