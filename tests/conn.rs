@@ -350,6 +350,68 @@ async fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
     .await;
 }
 
+/// Draining (SIGTERM) closes a connection waiting for its next request at once, after any number of answers:
+/// the connection watches the drain signal with one wait for its whole life (`server::conn`).
+#[tokio::test]
+async fn draining_closes_idle_connections_at_once() {
+    let (_mock, gw) = setup("").await;
+    let port = gw.port;
+    let (mut one, mut three) = blocking(move || {
+        let mut one = Conn::open(port);
+        one.send(&chat("only", ""));
+        assert_eq!(echoed(&one.answer()), "echo: only");
+        let mut three = Conn::open(port);
+        for i in 0..3 {
+            three.send(&chat(&format!("d{i}"), ""));
+            assert_eq!(echoed(&three.answer()), format!("echo: d{i}"));
+        }
+        (one, three)
+    })
+    .await;
+    let started = Instant::now();
+    gw.signal(libc::SIGTERM);
+    blocking(move || {
+        // The header timeout is 30 s: a close within a few is the drain's.
+        assert!(one.closes_within(Duration::from_secs(10)));
+        assert!(three.closes_within(Duration::from_secs(10)));
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+    })
+    .await;
+}
+
+/// The header timer is set again only when it would fire too late (`server::conn`): a connection whose
+/// requests keep coming for longer than the timeout stays open, and once they stop it closes a timeout after
+/// the last answer, not after the first.
+#[tokio::test]
+async fn a_busy_connection_outlives_the_header_timeout_and_closes_a_timeout_after_its_last_answer()
+{
+    let (_mock, gw) = setup("header_read_timeout = 1.0").await;
+    let port = gw.port;
+    blocking(move || {
+        let mut c = Conn::open(port);
+        let started = Instant::now();
+        let mut n = 0;
+        let mut answered = started;
+        while started.elapsed() < Duration::from_millis(2600) {
+            if n > 0 {
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            c.send(&chat(&format!("busy {n}"), ""));
+            assert_eq!(echoed(&c.answer()), format!("echo: busy {n}"));
+            answered = Instant::now();
+            n += 1;
+        }
+        assert!(c.closes_within(Duration::from_secs(10)));
+        let waited = answered.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900),
+            "closed {waited:?} after the last answer"
+        );
+    })
+    .await;
+}
+
 /// A connection idle for a second lets its handler's slot go (`server::conn`, `KEEP_SLOT`) with the timer that
 /// also closes it: it still serves its next request, and the header timeout still runs from the last answer.
 #[tokio::test]

@@ -45,8 +45,11 @@ impl RawHeaders {
 
     /// The first value of `name` (lowercase).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
+        let name = name.as_bytes();
+        // Exact bytes first: upstreams mostly send lowercase names, and a compare byte by byte in either case
+        // costs several times a plain one.
         self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .find(|(n, _)| *n == name || n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }
 
