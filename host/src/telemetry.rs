@@ -280,16 +280,18 @@ type RequestCounters = HashMap<Arc<str>, Vec<(u16, Counter)>, LabelHasher>;
 
 impl RouteHandles {
     fn count(&self, route: &'static str, labels: &ModelLabels, model: &str, status: u16) {
+        // A call without a model (`/v1/models`) is counted as `none`, a label of its own: found here too.
+        let key = if model.is_empty() { "none" } else { model };
         let known = self.requests.load();
         if let Some((_, c)) = known
-            .get(model)
+            .get(key)
             .and_then(|s| s.iter().find(|(st, _)| *st == status))
         {
             c.increment(1);
             return;
         }
         drop(known);
-        // A new (model, status) pair, or a model folded into `other`/`none`: by its label, under the mutex.
+        // A new (model, status) pair, or a model folded into `other`: by its label, under the mutex.
         let label = labels.label(model);
         let _g = self.insert.lock();
         let current = self.requests.load_full();
