@@ -278,15 +278,17 @@ struct RouteHandles {
 /// `grok2api_requests_total`'s handles of one route: by model label, then by status (a handful each).
 type RequestCounters = HashMap<Arc<str>, Vec<(u16, Counter)>, LabelHasher>;
 
+fn counter<'a>(counters: &'a RequestCounters, label: &str, status: u16) -> Option<&'a Counter> {
+    let by_status = counters.get(label)?;
+    by_status.iter().find(|(s, _)| *s == status).map(|(_, c)| c)
+}
+
 impl RouteHandles {
     fn count(&self, route: &'static str, labels: &ModelLabels, model: &str, status: u16) {
         // A call without a model (`/v1/models`) is counted as `none`, a label of its own: found here too.
         let key = if model.is_empty() { "none" } else { model };
         let known = self.requests.load();
-        if let Some((_, c)) = known
-            .get(key)
-            .and_then(|s| s.iter().find(|(st, _)| *st == status))
-        {
+        if let Some(c) = counter(&known, key, status) {
             c.increment(1);
             return;
         }
@@ -295,10 +297,7 @@ impl RouteHandles {
         let label = labels.label(model);
         let _g = self.insert.lock();
         let current = self.requests.load_full();
-        if let Some((_, c)) = current
-            .get(&label)
-            .and_then(|s| s.iter().find(|(st, _)| *st == status))
-        {
+        if let Some(c) = counter(&current, &label, status) {
             c.increment(1);
             return;
         }

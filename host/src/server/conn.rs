@@ -386,11 +386,12 @@ fn millis(d: std::time::Duration) -> u64 {
 /// Sets `timer` for `at` (ms on the coarse clock, read as `now`); saturating, as the deadlines are.
 fn set_timer(timer: Pin<&mut tokio::time::Sleep>, now: u64, at: u64) {
     let after = std::time::Duration::from_millis(at.saturating_sub(now));
-    match tokio::time::Instant::now().checked_add(after) {
-        Some(t) => timer.reset(t),
-        // Beyond what an `Instant` holds: in effect never (a day apart is as good).
-        None => timer.reset(tokio::time::Instant::now() + std::time::Duration::from_secs(86_400)),
-    }
+    let t = tokio::time::Instant::now();
+    // Beyond what an `Instant` holds: in effect never (a day apart is as good).
+    timer.reset(
+        t.checked_add(after)
+            .unwrap_or(t + std::time::Duration::from_secs(86_400)),
+    );
 }
 
 /// Waits for `call`'s answer while watching the socket: a close from the client drops the call (and with it
