@@ -121,9 +121,10 @@ case "$TOOL" in
     n=$(load 16 "${SECS}s")
     wait "$PERF" || true
     echo "$KIND: $n requests in ${SECS}s"
-    perf report -i "$W/perf.data" --stdio --no-children --sort dso 2>/dev/null | grep '%' | head -5
+    # `head` closes the pipe early; under pipefail that would end the script before KEEP's copy.
+    perf report -i "$W/perf.data" --stdio --no-children --sort dso 2>/dev/null | grep '%' | head -5 || true
     perf report -i "$W/perf.data" --stdio --no-children --sort symbol 2>/dev/null | grep '%' | sed 's/  */ /g' |
-      cut -c1-150 | head -30
+      cut -c1-150 | head -30 || true
     ;;
   syscalls)
     timeout -s INT "$((SECS + 2))" strace -c -f -p "$GW" -o "$W/strace.txt" &
