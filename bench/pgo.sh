@@ -37,7 +37,8 @@ RUSTFLAGS="-Cprofile-generate=$RAW" CARGO_TARGET_DIR=target/pgo-gen cargo build 
 rm -rf "$RAW"
 mkdir -p "$RAW"
 cargo build --release -q -p mock-upstream
-cp target/release/mock-upstream target/pgo-gen/release/
+MOCK=${CARGO_TARGET_DIR:-target}/release/mock-upstream
+cp "$MOCK" target/pgo-gen/release/
 
 echo "== training (bench/run.sh --smoke, $TRAIN_DURATION a point)" >&2
 TRAIN_OUT=$(mktemp)
@@ -48,5 +49,5 @@ ls "$RAW"/*.profraw >/dev/null 2>&1 || { echo "training wrote no profile (did th
 
 echo "== optimised build" >&2
 RUSTFLAGS="-Cprofile-use=$RAW/merged.profdata" CARGO_TARGET_DIR=target/pgo cargo build --release -q -p grok2api
-cp target/release/mock-upstream target/pgo/release/
+cp "$MOCK" target/pgo/release/
 echo "target/pgo/release/grok2api"
