@@ -8,7 +8,7 @@
 #      BENCH_BIN=target/pgo/release runs the benchmark against it.
 #   bench/pgo.sh                  TRAIN_DURATION=2s per point
 # Same code, same behaviour: only where the compiler puts the code and which branches it lays out straight
-# changes. bench/README.md ("Profile-guided build") has what it buys.
+# changes. bench/README.md ("Seventeenth pass") has what it buys.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAIN_DURATION=${TRAIN_DURATION:-2s}
